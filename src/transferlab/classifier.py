@@ -1,0 +1,122 @@
+"""ImageClassifier: any backbone plus a separate head, trained by Lightning.
+
+It knows nothing of freeze policies: it builds the optimizer from whatever
+parameters are trainable when training starts, one group per block so that a
+policy can give blocks their own learning rates (`block_lr_scales`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from transferlab.backbones import Backbone, create_backbone
+
+
+def architecture_only(model: dict) -> dict:
+    """The model spec with its weight source removed: the checkpoint's state dict holds the weights."""
+    return {**model, "pretrained": False, "weights": None}
+
+
+class ImageClassifier(L.LightningModule):
+    def __init__(
+        self,
+        model: dict,
+        num_classes: int,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        class_names: list[str] | None = None,
+        data_config: dict | None = None,
+        dropout: float = 0.2,
+        backbone: Backbone | None = None,
+    ) -> None:
+        """model: the backbone spec (name, pretrained, weights); optimizer/scheduler: Hydra
+        `_partial_` configs. `backbone` is the already built backbone when training starts;
+        without it (``load_from_checkpoint``) the architecture is rebuilt with no download."""
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone"], logger=False)
+        self.backbone = backbone if backbone is not None else create_backbone(**architecture_only(model))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, num_classes))
+        # Set by a freeze policy before the optimizer is built; one factor per backbone block.
+        self.block_lr_scales: list[float] = [1.0] * len(self.backbone.blocks)
+
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+        # Saved in checkpoints so a resumed run reports the same best accuracy.
+        self.val_acc_best.persistent(True)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def _step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        loss_metric(loss)
+        acc_metric(logits, labels)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, self.train_loss, self.train_acc)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, self.val_loss, self.val_acc)
+        self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, self.test_loss, self.test_acc)
+        self.log("test/loss", self.test_loss, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        # Like Keras' model.summary(); logged each epoch because a policy may unfreeze mid-run.
+        trainable, total = count_parameters(self)
+        self.log("model/params/trainable", float(trainable))
+        self.log("model/params/frozen", float(total - trainable))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters only: the head at the base lr, each block at base lr × its scale."""
+        base_lr = self.hparams.optimizer["lr"]
+        groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": base_lr}]
+        for block, scale in zip(self.backbone.blocks, self.block_lr_scales):
+            params = [p for p in block.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": base_lr * scale})
+        return groups
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer)(self.param_groups())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Reloading rebuilds the architecture only; the weights come from the state dict.
+        checkpoint["hyper_parameters"]["model"] = architecture_only(self.hparams.model)
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(module.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

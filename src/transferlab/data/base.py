@@ -1,0 +1,187 @@
+"""The datamodule every dataset shares: seeded stratified splits, loaders, transforms from the weights."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from transferlab.backbones import DataConfig
+from transferlab.errors import TransferlabError
+from transferlab.transforms import Augment, build_transforms
+
+log = logging.getLogger(__name__)
+
+# An image is a file path or an in-memory uint8 array (H×W or H×W×C).
+ImageSource = Path | np.ndarray
+
+
+@dataclass
+class Split:
+    images: list[ImageSource]
+    labels: list[int]
+
+
+def load_rgb(source: ImageSource) -> Image.Image:
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(source).convert("RGB")
+    with Image.open(source) as image:
+        return image.convert("RGB")
+
+
+class LabelledImages(Dataset):
+    """Images with labels; a key `(epoch, index)` makes the random augmentation of that
+    sample in that epoch a function of (seed, epoch, index) alone, so a resumed run, any
+    number of workers and persistent workers all see exactly the same augmented images."""
+
+    def __init__(self, split: Split, transform: Callable, seed: int) -> None:
+        self.split = split
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        image = load_rgb(self.split.images[index])
+        if epoch is None:
+            return self.transform(image), self.split.labels[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF)
+            return self.transform(image), self.split.labels[index]
+
+
+class EpochSampler(Sampler):
+    """Seeded per-epoch shuffling that survives a resume (Lightning calls `set_epoch`).
+
+    Under DDP each rank takes every world_size-th index (padded to equal length, as
+    DistributedSampler does), so the trainer runs with `use_distributed_sampler=False`.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool, keyed_by_epoch: bool) -> None:
+        self.size, self.seed, self.shuffle, self.keyed_by_epoch = size, seed, shuffle, keyed_by_epoch
+        self.epoch = 0
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if distributed else 0
+        self.world_size = dist.get_world_size() if distributed else 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        padded = order + order[: len(self) * self.world_size - self.size]
+        for index in padded[self.rank :: self.world_size]:
+            yield (self.epoch, index) if self.keyed_by_epoch else index
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Subclasses implement `find_splits()`: either all three splits, or one pool
+    (`{"all": Split}`) that is split here, stratified and seeded, by `split_fractions`."""
+
+    def __init__(
+        self,
+        data_config: DataConfig | None = None,
+        image_size: int | None = None,
+        crop_pct: float | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        augment: dict | Augment | None = None,
+        split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
+        seed: int = 42,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if data_config is None:
+            raise TransferlabError("a datamodule needs the backbone's data_config (run.train passes it)")
+        # The dataset may ask for a smaller input than the weights' (e.g. 8×8 digits need no 224 px).
+        self.data_config = data_config.replace(input_size=image_size, crop_pct=crop_pct)
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.augment = augment if isinstance(augment, Augment) else Augment(**(augment or {}))
+        self.split_fractions = tuple(split_fractions)
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.class_names: list[str] = []
+        self.splits: dict[str, Split] = {}
+
+    # -- what a dataset provides
+    def find_splits(self) -> tuple[list[str], dict[str, Split]]:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.class_names, found = self.find_splits()
+        self.splits = found if "all" not in found else self._split_pool(found["all"])
+        for name, split in self.splits.items():
+            if not split.labels:
+                raise TransferlabError(f"the {name} split of {type(self).__name__} is empty")
+        sizes = ", ".join(f"{name} {len(split.labels)}" for name, split in self.splits.items())
+        log.info("%s: %d classes, %s images", type(self).__name__, self.num_classes, sizes)
+
+    def _split_pool(self, pool: Split) -> dict[str, Split]:
+        train_f, val_f, test_f = self.split_fractions
+        if min(self.split_fractions) <= 0 or sum(self.split_fractions) > 1 + 1e-9:
+            raise TransferlabError(f"split_fractions={list(self.split_fractions)}: need three positive fractions summing to ≤ 1")
+        indices = np.arange(len(pool.labels))
+        labels = np.asarray(pool.labels)
+        used = indices
+        if sum(self.split_fractions) < 1 - 1e-9:  # e.g. the notes' 40/10/10 of cats_vs_dogs
+            used, _ = train_test_split(indices, train_size=sum(self.split_fractions), stratify=labels, random_state=self.seed)
+        train, rest = train_test_split(used, train_size=train_f / sum(self.split_fractions), stratify=labels[used], random_state=self.seed)
+        val, test = train_test_split(rest, train_size=val_f / (val_f + test_f), stratify=labels[rest], random_state=self.seed)
+        take = lambda idx: Split([pool.images[i] for i in sorted(idx)], [pool.labels[i] for i in sorted(idx)])  # noqa: E731
+        return {"train": take(train), "val": take(val), "test": take(test)}
+
+    # -- loaders
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        transform = build_transforms(self.data_config, train=train, augment=self.augment if train else None)
+        dataset = LabelledImages(self.splits[name], transform, self.seed)
+        sampler = EpochSampler(len(dataset), self.seed, shuffle=train, keyed_by_epoch=train)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+
+def default_num_workers() -> int:
+    """Leave one core to the training process; none at all on a 2-core machine is slower."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, max(cores - 1, 0))

