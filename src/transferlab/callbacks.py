@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are rendered into event files, never shown
 import matplotlib.pyplot as plt  # noqa: E402
+from lightning.fabric.utilities.seed import seed_everything  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.plugins.io import TorchCheckpointIO  # noqa: E402
@@ -42,6 +43,19 @@ class SampleGrid(Callback):
         figure.tight_layout()
         logger.experiment.add_figure("train/samples", figure, global_step=0)
         plt.close(figure)
+
+
+class SeedEachBatch(Callback):
+    """Reseed every random generator before each training batch from (seed, epoch, batch),
+    so a run resumed from a checkpoint draws the same dropout masks as one that never
+    stopped, whatever else (loader start-up, sanity checks) consumed random numbers."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        seed = hash((self.seed, trainer.current_epoch, batch_idx)) & 0x7FFF_FFFF
+        seed_everything(seed, workers=True, verbose=False)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

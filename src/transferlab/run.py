@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import create_backbone
-from transferlab.callbacks import AtomicCheckpointIO
+from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch
 from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.errors import TransferlabError
 
@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> dict:
         dropout=cfg.model.dropout,
         backbone=backbone,
     )
-    callbacks = [policy, *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
+    callbacks = [policy, SeedEachBatch(cfg.seed), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
 

@@ -1,0 +1,89 @@
+"""Shared fixtures: a learnable image folder of real JPEG files, and composed Hydra configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from transferlab.run import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+CLASSES = ("red", "green", "blue")
+
+torch.set_num_threads(2)
+register_resolvers()
+
+
+def write_colour_images(folder: Path, per_class: int, seed: int, size: int = 40) -> None:
+    """Noisy images whose dominant colour is the class: learnable in a few steps by any model."""
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(CLASSES):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 110, size=(size, size, 3))
+            pixels[..., index] += 140
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / name / f"{name}_{i:03d}.jpg", quality=90)
+
+
+@pytest.fixture(scope="session")
+def colour_folder(tmp_path_factory) -> Path:
+    """root/{train,val,test}/{red,green,blue}/*.jpg"""
+    root = tmp_path_factory.mktemp("colours")
+    for split, count, seed in (("train", 16, 0), ("val", 6, 1), ("test", 6, 2)):
+        write_colour_images(root / split, count, seed)
+    return root
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `src/train.py` would run, with Hydra's runtime output dir set as in a real run."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+# Small and fast: a 2-core CPU trains these in seconds.
+TINY = [
+    "data=image_folder",
+    "data.image_size=32",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.model_summary",
+]
+
+
+@pytest.fixture
+def tiny_overrides(colour_folder) -> list[str]:
+    return [*TINY, f"data.root={colour_folder}"]
+
+
+@pytest.fixture
+def offline_env(tmp_path) -> dict[str, str]:
+    """Environment for subprocess runs: no network (a closed local proxy), an empty torch cache."""
+    env = dict(os.environ)
+    env.update(
+        TORCH_HOME=str(tmp_path / "torch_home"),
+        https_proxy="http://127.0.0.1:9",
+        http_proxy="http://127.0.0.1:9",
+        HF_HUB_OFFLINE="1",
+        PYTHONWARNINGS="ignore",
+    )
+    return env
