@@ -64,8 +64,8 @@ TINY = [
     "data.batch_size=16",
     "data.num_workers=0",
     "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
     "~callbacks.model_summary",
 ]
 

@@ -25,6 +25,9 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("coalesce"):
         # `${coalesce:${resume},<new dir>}`: the resumed run's directory, else a new one.
         OmegaConf.register_new_resolver("coalesce", lambda *values: next((v for v in values if v), None))
+    if not OmegaConf.has_resolver("path_safe"):
+        # Sweep sub-directories are named after the overrides; a path value must not nest them.
+        OmegaConf.register_new_resolver("path_safe", lambda name: str(name).replace("/", "_")[:120])
     if not OmegaConf.has_resolver("config_subdir"):
         # A resumed run keeps the config it was started with in .hydra/.
         OmegaConf.register_new_resolver("config_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra")
@@ -84,6 +87,7 @@ def train(cfg: DictConfig) -> dict:
         class_names=datamodule.class_names,
         data_config=datamodule.data_config.to_dict(),
         dropout=cfg.model.dropout,
+        channels_last=cfg.channels_last,
         backbone=backbone,
     )
     callbacks = [policy, SeedEachBatch(cfg.seed), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]

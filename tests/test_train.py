@@ -1,0 +1,150 @@
+"""End to end through the Hydra configs: run artefacts, reload, reproducibility, resume, sweeps, errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, TINY, compose_config
+from transferlab.classifier import ImageClassifier
+from transferlab.run import train
+
+TRAIN = [sys.executable, str(ROOT / "src" / "train.py")]
+
+
+def run_train(overrides: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*TRAIN, *overrides], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained_run(colour_folder, tmp_path_factory) -> tuple[Path, dict]:
+    """head_only on the packaged EfficientNet-Lite0 weights, through the real configs."""
+    output_dir = tmp_path_factory.mktemp("run")
+    cfg = compose_config([*TINY, f"data.root={colour_folder}", "trainer.max_epochs=3", "optimizer.lr=0.03", "data.image_size=64"], output_dir)
+    return output_dir, train(cfg)
+
+
+def test_a_run_leaves_metrics_checkpoints_and_tensorboard_logs(trained_run):
+    output_dir, metrics = trained_run
+    saved = json.loads((output_dir / "metrics.json").read_text())
+    assert saved == metrics
+    for key in ("test/acc", "test/loss", "val/acc_best", "model/params/trainable", "model/params/total", "time/fit_s"):
+        assert isinstance(saved[key], (int, float)), key
+    assert (saved["model"], saved["data"], saved["strategy"], saved["seed"]) == ("efficientnet_lite0", "image_folder", "head_only", 42)
+    assert saved["model/params/trainable"] == 1280 * 3 + 3, "head_only: only the Linear head trains"
+    assert saved["test/acc"] > 0.8, "pretrained features separate the colour classes (chance is 1/3)"
+    assert (output_dir / "checkpoints" / "best.ckpt").is_file() and (output_dir / "checkpoints" / "last.ckpt").is_file()
+
+    events = EventAccumulator(str(output_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc"} <= scalars
+    assert {"model/params/trainable", "model/params/frozen"} <= scalars
+    assert any(tag.startswith("lr-") for tag in scalars)
+    assert events.Scalars("model/params/trainable")[0].value == 1280 * 3 + 3
+    assert "train/samples" in events.Tags()["images"]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_a_checkpoint_reloads_alone_and_predicts_the_same(trained_run, colour_folder):
+    output_dir, metrics = trained_run
+    best = output_dir / "checkpoints" / "best.ckpt"
+    reloaded = ImageClassifier.load_from_checkpoint(best, map_location="cpu").eval()
+    assert reloaded.hparams.class_names == ["blue", "green", "red"]
+    assert reloaded.hparams.model == {"name": "efficientnet_lite0", "pretrained": False, "weights": None}
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    for name, tensor in reloaded.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+
+
+def test_an_earlier_runs_checkpoint_is_the_next_runs_pretrained_backbone(trained_run, colour_folder, tmp_path):
+    output_dir, _ = trained_run
+    best = output_dir / "checkpoints" / "best.ckpt"
+    cfg = compose_config([*TINY, f"data.root={colour_folder}", f"model.weights={best}", "trainer.max_epochs=1"], tmp_path)
+    metrics = train(cfg)
+    previous = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    now = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    backbone_keys = [k for k in previous if k.startswith("backbone.")]
+    assert backbone_keys and all(torch.equal(previous[k], now[k]) for k in backbone_keys), "head_only kept them"
+
+
+def test_same_seed_same_metrics(colour_folder, tmp_path):
+    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "trainer.max_epochs=1"]
+    first = train(compose_config(overrides, tmp_path / "a"))
+    second = train(compose_config(overrides, tmp_path / "b"))
+    for key in ("test/acc", "test/loss", "val/acc_best"):
+        assert first[key] == second[key], key
+
+
+def test_small_models_learn_above_chance_from_scratch(colour_folder, tmp_path):
+    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "trainer.max_epochs=4"]
+    metrics = train(compose_config(overrides, tmp_path))
+    assert metrics["test/acc"] > 0.6, metrics
+
+
+def test_missing_weights_offline_exit_with_one_clear_message(offline_env, tmp_path):
+    result = run_train(["model=resnet18", "strategy=head_only", f"paths.log_dir={tmp_path}"], offline_env)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "resnet18-f37072fd.pth" in output
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in output
+    assert str(Path(offline_env["TORCH_HOME"]) / "hub" / "checkpoints") in output
+    assert "Traceback" not in output
+
+
+def test_unknown_model_exits_listing_the_valid_names(offline_env, tmp_path):
+    result = run_train(["model=small_cnn", "model.name=resnet19", f"paths.log_dir={tmp_path}"], offline_env)
+    assert result.returncode != 0
+    assert "Unknown model 'resnet19'. Valid names:" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_metrics(colour_folder, offline_env, tmp_path):
+    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "data.image_size=48", "trainer.max_epochs=4"]
+    reference = run_train([*overrides, f"hydra.run.dir={tmp_path / 'reference'}"], offline_env)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen([*TRAIN, *overrides, f"hydra.run.dir={run_dir}"], env=offline_env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not (run_dir / "metrics.json").exists(), "killed mid-run"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] < 3
+
+    resumed = run_train([f"resume={run_dir}"], offline_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    actual = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("test/acc", "test/loss", "val/acc_best", "epochs"):
+        assert actual[key] == pytest.approx(expected[key], abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_a_multirun_sweep_gives_each_run_its_own_directory(colour_folder, offline_env, tmp_path):
+    result = run_train(
+        ["-m", "model=small_cnn,efficientnet_lite0", "strategy=scratch,head_only", *TINY,
+         f"data.root={colour_folder}", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}"],
+        offline_env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.parent for p in tmp_path.glob("multirun/*/*/*/metrics.json"))
+    assert len(runs) == 4
+    combos = {(json.loads((r / "metrics.json").read_text())["model"], json.loads((r / "metrics.json").read_text())["strategy"]) for r in runs}
+    assert combos == {(m, s) for m in ("small_cnn", "efficientnet_lite0") for s in ("scratch", "head_only")}
+    for run in runs:
+        assert (run / "checkpoints" / "best.ckpt").is_file() and list((run / "tensorboard").glob("events.*"))
+    assert not list(tmp_path.glob("runs")), "no stray single-run directories"
