@@ -148,3 +148,19 @@ def test_a_multirun_sweep_gives_each_run_its_own_directory(colour_folder, offlin
     for run in runs:
         assert (run / "checkpoints" / "best.ckpt").is_file() and list((run / "tensorboard").glob("events.*"))
     assert not list(tmp_path.glob("runs")), "no stray single-run directories"
+
+
+@pytest.mark.parametrize(
+    "strategy", ["head_only", "full_finetune", "top_blocks", "two_phase", "scratch"]
+)
+def test_every_strategy_runs_through_the_configs(strategy, colour_folder, tmp_path):
+    extra = ["strategy.head_epochs=1"] if strategy == "two_phase" else []
+    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", f"strategy={strategy}", *extra]
+    metrics = train(compose_config(overrides, tmp_path))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    trainable = [event.value for event in events.Scalars("model/params/trainable")]
+    if strategy == "two_phase":
+        assert trainable[0] < trainable[-1] == metrics["model/params/total"], "the backbone joined in epoch 1"
+        assert {"lr-AdamW/pg1", "lr-AdamW/pg2"} <= set(events.Tags()["scalars"])
+    assert metrics["status"] == "completed"

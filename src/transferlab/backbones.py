@@ -10,6 +10,7 @@ how images must be prepared for the weights.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from transferlab import weights as weight_sources
 from transferlab.errors import TransferlabError
-from transferlab.nets import SmallCNN
+from transferlab.nets import CustomResNet, CustomVGG, SmallCNN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,18 +43,36 @@ class DataConfig:
 
 
 class Backbone(nn.Module):
-    def __init__(self, name: str, features: nn.Module, num_features: int, blocks: list[nn.Module], data_config: DataConfig):
+    def __init__(
+        self, name: str, features: nn.Module, num_features: int, blocks: list[nn.Module], data_config: DataConfig,
+        aux_features: int = 0,
+    ):
         super().__init__()
         self.name = name
         self.features = features
         self.num_features = num_features
         self.data_config = data_config
+        # Inception v3 with its auxiliary classifier: in train mode `features` returns
+        # (pooled features, auxiliary features of this size).
+        self.aux_features = aux_features
         # A plain list: the blocks are views into `features`, not extra registered modules.
         self.blocks: list[nn.Module] = blocks
         _check_blocks(name, features, blocks)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.features(images)
+
+    def block_names(self) -> list[str]:
+        """Readable names of the blocks: their module paths inside `features`."""
+        where = {id(module): name for name, module in self.features.named_modules()}
+        names = []
+        for block in self.blocks:
+            if id(block) in where:
+                names.append(where[id(block)] or "(all)")
+            else:  # a ModuleList grouping several modules
+                parts = [where[id(m)] for m in block.children()]
+                names.append(parts[0] if len(parts) == 1 else f"{parts[0]} … {parts[-1]}")
+        return names
 
 
 def _check_blocks(name: str, features: nn.Module, blocks: list[nn.Module]) -> None:
@@ -126,7 +145,37 @@ def _densenet(model) -> tuple[nn.Module, int, list[nn.Module]]:
     return model, num_features, blocks
 
 
+def _googlenet(model) -> tuple[nn.Module, int, list[nn.Module]]:
+    # The auxiliary classifiers only exist to help training from scratch; drop them.
+    model.aux_logits, model.aux1, model.aux2 = False, None, None
+    num_features = model.fc.in_features
+    model.fc = nn.Identity()
+    parts = lambda *names: nn.ModuleList([getattr(model, n) for n in names])  # noqa: E731
+    return model, num_features, [
+        parts("conv1", "conv2", "conv3"),
+        parts("inception3a", "inception3b"),
+        parts("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"),
+        parts("inception5a", "inception5b"),
+    ]
+
+
+def _inception(model) -> tuple[nn.Module, int, list[nn.Module]]:
+    num_features = model.fc.in_features
+    model.fc = nn.Identity()
+    if model.AuxLogits is not None:
+        model.AuxLogits.fc = nn.Identity()  # 768 auxiliary features; the classifier adds its own head
+    parts = lambda *names: nn.ModuleList([getattr(model, n) for n in names if getattr(model, n) is not None])  # noqa: E731
+    return model, num_features, [
+        parts("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"),
+        parts("Mixed_5b", "Mixed_5c", "Mixed_5d"),
+        parts("Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "AuxLogits"),
+        parts("Mixed_7a", "Mixed_7b", "Mixed_7c"),
+    ]
+
+
 TORCHVISION_FAMILIES: dict[str, Callable] = {
+    "googlenet": _googlenet,
+    "inception": _inception,
     "resnet": _resnet,
     "resnext": _resnet,
     "wide_resnet": _resnet,
@@ -162,7 +211,7 @@ def _torchvision_data_config(weights) -> DataConfig:
     )
 
 
-def _build_torchvision(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
+def _build_torchvision(name: str, pretrained: bool, weights_name: str | None, aux_weight: float = 0.0) -> Backbone:
     import torchvision
 
     available = torchvision.models.get_model_weights(name)
@@ -173,11 +222,17 @@ def _build_torchvision(name: str, pretrained: bool, weights_name: str | None) ->
             f"model.weights={weights_name} is not a torchvision weight of {name}; "
             f"choose one of {[w.name for w in available]}"
         ) from None
-    model = torchvision.models.get_model(name, weights=None)
+    # GoogLeNet and Inception v3 weights come from TensorFlow: they expect `transform_input`
+    # (torchvision turns it on with the weights) and their files include the auxiliary heads.
+    ported = {"aux_logits": True, "transform_input": True, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    model = torchvision.models.get_model(name, weights=None, **ported)
     if pretrained:
         model.load_state_dict(weight_sources.torchvision_state_dict(chosen))
+    if name == "inception_v3" and not aux_weight:
+        model.aux_logits, model.AuxLogits = False, None
     features, num_features, blocks = _torchvision_family(name)(model)
-    return Backbone(name, features, num_features, blocks, _torchvision_data_config(chosen))
+    aux = 768 if name == "inception_v3" and aux_weight else 0
+    return Backbone(name, features, num_features, blocks, _torchvision_data_config(chosen), aux_features=aux)
 
 
 # ---------------------------------------------------------------- timm and packaged
@@ -237,8 +292,27 @@ def _build_small_cnn(name: str, pretrained: bool, weights_name: str | None) -> B
     return Backbone(name, model, model.num_features, list(model.stages), DataConfig(input_size=128, crop_pct=1.0))
 
 
+def _build_vgg_custom(name: str, pretrained: bool, weights_name: str | None, cfg: list | None = None, batch_norm: bool = True) -> Backbone:
+    if pretrained:
+        raise TransferlabError("vgg_custom is built from a cfg list and has no pretrained weights: model.pretrained=false")
+    model = CustomVGG(list(cfg or [64, "M", 128, "M", 256, 256, "M", 512, 512, "M"]), batch_norm)
+    return Backbone(name, model, model.num_features, list(model.units), DataConfig(input_size=128, crop_pct=1.0))
+
+
+def _build_resnet_custom(name: str, pretrained: bool, weights_name: str | None, layers: list[int] | None = None) -> Backbone:
+    if pretrained:
+        raise TransferlabError("resnet_custom is built from block counts and has no pretrained weights: model.pretrained=false")
+    model = CustomResNet(list(layers or [2, 2, 2]))
+    blocks = [model.stem, *model.stages]
+    return Backbone(name, model, model.num_features, blocks, DataConfig(input_size=128, crop_pct=1.0))
+
+
 PACKAGED: dict[str, Callable] = {name: _build_packaged_lite for name in weight_sources.PACKAGED_LITE}
-BUILT_HERE: dict[str, Callable] = {"small_cnn": _build_small_cnn}
+BUILT_HERE: dict[str, Callable] = {
+    "small_cnn": _build_small_cnn,
+    "vgg_custom": _build_vgg_custom,
+    "resnet_custom": _build_resnet_custom,
+}
 
 
 def list_backbones() -> dict[str, str]:
@@ -273,19 +347,22 @@ def _resolve(name: str) -> tuple[str, Callable]:
     )
 
 
-def create_backbone(name: str, pretrained: bool = True, weights: str | None = None) -> Backbone:
+def create_backbone(name: str, pretrained: bool = True, weights: str | None = None, **options) -> Backbone:
     """Build a backbone by name.
 
     weights: a named weight of the source (torchvision enum member such as
     IMAGENET1K_V1, timm pretrained tag) or the path of an earlier transferlab
     checkpoint, whose trained backbone then becomes this run's starting point.
+    options: architecture options of the family (`cfg`, `batch_norm`, `layers`, `aux_weight`).
     """
     arch_name, build = _resolve(name)
-    if weights and str(weights).endswith(".ckpt"):
-        backbone = build(arch_name, False, None)
+    accepted = set(inspect.signature(build).parameters) - {"name", "pretrained", "weights_name"}
+    unknown = set(options) - accepted
+    if unknown:
+        raise TransferlabError(f"model {name} takes no option {sorted(unknown)}; it takes {sorted(accepted) or 'none'}")
+    from_checkpoint = bool(weights) and str(weights).endswith(".ckpt")
+    backbone = build(arch_name, pretrained and not from_checkpoint, None if from_checkpoint else weights, **options)
+    if from_checkpoint:
         backbone.load_state_dict(weight_sources.transferlab_backbone_state(weights, name))
-        backbone.name = name
-        return backbone
-    backbone = build(arch_name, pretrained, weights)
     backbone.name = name
     return backbone

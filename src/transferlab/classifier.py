@@ -45,6 +45,8 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["backbone"], logger=False)
         self.backbone = backbone if backbone is not None else create_backbone(**architecture_only(model))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, num_classes))
+        # Inception v3's auxiliary classifier, when the model spec asks for one (aux_weight > 0).
+        self.aux_head = nn.Linear(self.backbone.aux_features, num_classes) if self.backbone.aux_features else None
         if channels_last:
             # NHWC convolutions: 2.1× the images/s of NCHW for efficientnet_lite0 on this 2-core CPU
             # (108 → 230 img/s at 96 px), and the layout tensor cores want on a GPU.
@@ -61,15 +63,25 @@ class ImageClassifier(L.LightningModule):
         self.val_acc_best.persistent(True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._logits(images)[0]
+
+    def _logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class logits, and auxiliary logits when the backbone gives auxiliary features (train mode)."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(images))
+        features = self.backbone(images)
+        if isinstance(features, tuple):
+            features, aux = features
+            return self.head(features), self.aux_head(aux)
+        return self.head(features), None
 
     def _step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
+        logits, aux_logits = self._logits(images)
         loss = F.cross_entropy(logits, labels)
         loss_metric(loss)
+        if aux_logits is not None:  # Inception v3: the auxiliary loss helps training, not the metric
+            loss = loss + self.hparams.model.get("aux_weight", 0.0) * F.cross_entropy(aux_logits, labels)
         acc_metric(logits, labels)
         return loss
 
@@ -104,7 +116,8 @@ class ImageClassifier(L.LightningModule):
     def param_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters only: the head at the base lr, each block at base lr × its scale."""
         base_lr = self.hparams.optimizer["lr"]
-        groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": base_lr}]
+        heads = [self.head, *([self.aux_head] if self.aux_head is not None else [])]
+        groups = [{"params": [p for h in heads for p in h.parameters() if p.requires_grad], "lr": base_lr}]
         for block, scale in zip(self.backbone.blocks, self.block_lr_scales):
             params = [p for p in block.parameters() if p.requires_grad]
             if params:

@@ -6,8 +6,8 @@ Two things differ from Lightning's helpers on purpose:
 * Frozen BatchNorm keeps its pretrained statistics by staying in eval mode.
   Lightning's `freeze()` instead sets `track_running_stats=False`, which makes a
   BN layer in train mode normalise with batch statistics (finetuning-scheduler
-  #13). Lightning puts the whole module back into train mode every epoch and
-  after each validation, so the eval mode is re-applied before every batch.
+  #13). Lightning switches modes around validation, so the policy sets them
+  before every training batch: frozen parts in eval, the rest in train.
 * Parameters join the optimizer by identity, not by value (`torch.equal`), and
   the learning-rate scheduler learns about each new group.
 """
@@ -46,6 +46,8 @@ class FreezePolicy(BaseFinetuning):
 
     # False for policies that train from random weights (the model is built without a download).
     uses_pretrained_weights: bool = True
+    # False for policies that never train the backbone (no auxiliary classifier then).
+    trains_backbone: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,6 +57,9 @@ class FreezePolicy(BaseFinetuning):
         """No phase change by default."""
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # Everything trains but the frozen parts: a block unfrozen mid-run must leave eval mode too
+        # (Lightning restores the modes it saw before each validation, eval included).
+        pl_module.train()
         for module in self.inference_mode:
             module.eval()
 
@@ -75,6 +80,8 @@ class FreezePolicy(BaseFinetuning):
 
 class HeadOnly(FreezePolicy):
     """Fixed feature extractor: only the new head trains; the backbone runs in inference mode."""
+
+    trains_backbone = False
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)
@@ -144,3 +151,93 @@ class Scratch(FreezePolicy):
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], True)
+
+
+class Discriminative(FreezePolicy):
+    """Everything trains; each block's lr is `decay` × the one above it (head at lr, stem lowest)."""
+
+    def __init__(self, decay: float = 0.5) -> None:
+        super().__init__()
+        if not 0 < decay <= 1:
+            raise TransferlabError(f"strategy.decay={decay}: choose 0 < decay ≤ 1")
+        self.decay = decay
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        set_trainable([pl_module.backbone], True)
+        count = len(pl_module.backbone.blocks)
+        pl_module.block_lr_scales = [self.decay ** (count - index) for index in range(count)]
+
+
+class Gradual(FreezePolicy):
+    """ULMFiT-style gradual unfreezing: the head alone first, then one more block from the
+    top every `every` epochs, each joining the optimizer at lr × decay^(its depth from the top)."""
+
+    def __init__(self, every: int = 1, decay: float = 0.5) -> None:
+        super().__init__()
+        if every < 1:
+            raise TransferlabError(f"strategy.every={every}: unfreeze a block every 1 or more epochs")
+        self.every, self.decay = every, decay
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        set_trainable([pl_module.backbone], False)
+        self.inference_mode = list(pl_module.backbone.blocks)
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        blocks = pl_module.backbone.blocks
+        unfrozen = min(epoch // self.every, len(blocks))
+        base_lr = pl_module.hparams.optimizer["lr"]
+        # Idempotent: a resumed run re-adds nothing and re-freezes nothing.
+        for depth in range(1, unfrozen + 1):
+            self.add_param_group(pl_module, optimizer, [blocks[-depth]], base_lr * self.decay**depth)
+        self.inference_mode = list(blocks[: len(blocks) - unfrozen])
+
+
+class Auto(FreezePolicy):
+    """The notes' decision table as a strategy. It measures (a) labelled training images per
+    class and (b) how close the data is to the backbone's pretraining: the chance-corrected
+    accuracy of a linear probe on one frozen forward pass (`transferability.py`), then:
+
+    |              | similar (b ≥ similar)  | different                 |
+    |--------------|------------------------|---------------------------|
+    | few images   | head_only              | top_blocks (n = top_n)    |
+    | many (a ≥ many_per_class) | full_finetune (backbone lr × 0.1) | full_finetune (same lr) |
+    """
+
+    def __init__(self, many_per_class: int = 100, similar: float = 0.7, top_n: int = 2, max_images: int = 2000) -> None:
+        super().__init__()
+        self.many_per_class, self.similar, self.top_n, self.max_images = many_per_class, similar, top_n, max_images
+        self.chosen: FreezePolicy | None = None
+        self.report: dict[str, float | str] = {}
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        from transferlab.transferability import frozen_features, linear_probe_score
+
+        datamodule = pl_module.trainer.datamodule
+        features, labels = frozen_features(pl_module.backbone, datamodule.loader("train", augment=False), self.max_images)
+        per_class = len(datamodule.splits["train"].labels) / datamodule.num_classes
+        similarity = linear_probe_score(features, labels)
+        many, similar = per_class >= self.many_per_class, similarity >= self.similar
+        if many:
+            self.chosen = FullFinetune(backbone_lr_scale=0.1 if similar else 1.0)
+            name = "full_finetune"
+        elif similar:
+            self.chosen, name = HeadOnly(), "head_only"
+        else:
+            self.chosen, name = TopBlocks(n=min(self.top_n, len(pl_module.backbone.blocks))), "top_blocks"
+        self.report = {
+            "auto/images_per_class": round(per_class, 1),
+            "auto/similarity": round(similarity, 4),
+            "auto/many_per_class": self.many_per_class,
+            "auto/similar": self.similar,
+            "auto/choice": name,
+        }
+        log.info(
+            "strategy=auto: %.1f images per class (%s ≥ %d), similarity %.3f (%s ≥ %.2f) → %s",
+            per_class, "many" if many else "few", self.many_per_class, similarity,
+            "similar" if similar else "different", self.similar, name,
+        )
+        self.chosen.freeze_before_training(pl_module)
+        self.inference_mode = self.chosen.inference_mode
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        self.chosen.finetune_function(pl_module, epoch, optimizer)

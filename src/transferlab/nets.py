@@ -30,3 +30,69 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.pool(self.stages(x))
+
+
+def vgg_features(cfg: list[int | str], batch_norm: bool) -> tuple[list[nn.Sequential], int]:
+    """VGG from a cfg list (numbers: 3×3 conv widths, "M": 2×2 max-pool), as torchvision's
+    `make_layers`, but one unit per conv (its BN, ReLU and any following pool), so the
+    units can be frozen or retrained one at a time."""
+    units: list[nn.Sequential] = []
+    channels = 3
+    for item in cfg:
+        if item == "M":
+            if not units:
+                raise ValueError("a VGG cfg starts with a conv width, not 'M'")
+            units[-1].append(nn.MaxPool2d(2))
+            continue
+        layers: list[nn.Module] = [nn.Conv2d(channels, int(item), kernel_size=3, padding=1)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(int(item)))
+        layers.append(nn.ReLU(inplace=True))
+        units.append(nn.Sequential(*layers))
+        channels = int(item)
+    return units, channels
+
+
+class CustomVGG(nn.Module):
+    """VGG built from a cfg list. Global average pooling replaces the notes' hand-computed
+    `Linear(512*H*W, …)`, so any input size (≥ 2^pools px) works."""
+
+    def __init__(self, cfg: list[int | str], batch_norm: bool = True) -> None:
+        super().__init__()
+        units, self.num_features = vgg_features(cfg, batch_norm)
+        self.units = nn.Sequential(*units)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x):
+        return self.pool(self.units(x))
+
+
+class CustomResNet(nn.Module):
+    """ResNet from block counts (`layers=[2, 2, 2]` as in the notes): a 7×7 stem, then one
+    stage of basic residual blocks per count, widths 64, 128, 256, …, each stage after the
+    first halving the resolution."""
+
+    def __init__(self, layers: list[int], width: int = 64) -> None:
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        stages, channels = [], width
+        for index, count in enumerate(layers):
+            out, stride = width * 2**index, 1 if index == 0 else 2
+            downsample = None
+            if stride != 1 or channels != out:
+                downsample = nn.Sequential(nn.Conv2d(channels, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+            blocks = [BasicBlock(channels, out, stride, downsample)] + [BasicBlock(out, out) for _ in range(count - 1)]
+            stages.append(nn.Sequential(*blocks))
+            channels = out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features = channels
+
+    def forward(self, x):
+        return self.pool(self.stages(self.stem(x)))

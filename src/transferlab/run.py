@@ -70,7 +70,10 @@ def train(cfg: DictConfig) -> dict:
     pretrained = bool(cfg.model.pretrained) and policy.uses_pretrained_weights
     if cfg.model.pretrained and not pretrained:
         log.info("strategy %s trains from random weights: no pretrained weights are loaded", type(policy).__name__)
-    model_spec = {"name": cfg.model.name, "pretrained": pretrained, "weights": cfg.model.weights if pretrained else None}
+    model_spec = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "dropout"}
+    model_spec.update(pretrained=pretrained, weights=cfg.model.weights if pretrained else None)
+    if "aux_weight" in model_spec and not policy.trains_backbone:
+        model_spec["aux_weight"] = 0.0  # a frozen backbone gains nothing from an auxiliary loss
     backbone = create_backbone(**model_spec)
     if not pretrained and type(policy).__name__ in {"HeadOnly", "TwoPhase", "TopBlocks"}:
         log.warning("%s on a randomly initialised %s trains on random features", type(policy).__name__, cfg.model.name)
@@ -115,6 +118,7 @@ def train(cfg: DictConfig) -> dict:
         "seed": cfg.seed,
         "best_checkpoint": best,
         "status": "completed",
+        **getattr(policy, "report", {}),
     }
     if trainer.is_global_zero:
         for logger in trainer.loggers:

@@ -158,10 +158,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return {"train": take(train), "val": take(val), "test": take(test)}
 
     # -- loaders
-    def _loader(self, name: str, train: bool) -> DataLoader:
-        transform = build_transforms(self.data_config, train=train, augment=self.augment if train else None)
-        dataset = LabelledImages(self.splits[name], transform, self.seed)
-        sampler = EpochSampler(len(dataset), self.seed, shuffle=train, keyed_by_epoch=train)
+    def loader(self, split: str, augment: bool) -> DataLoader:
+        """A split's loader; `augment` also shuffles (the training loader)."""
+        transform = build_transforms(self.data_config, train=augment, augment=self.augment if augment else None)
+        dataset = LabelledImages(self.splits[split], transform, self.seed)
+        sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -172,13 +173,13 @@ class ImageClassificationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return self.loader("train", augment=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self.loader("val", augment=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self.loader("test", augment=False)
 
 
 def default_num_workers() -> int:

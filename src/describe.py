@@ -1,0 +1,79 @@
+"""Describe a model without training it, or list every model name.
+
+    python src/describe.py model=vgg16_bn model.pretrained=false
+    python src/describe.py model=resnet18 model.pretrained=false strategy=top_blocks
+    python src/describe.py +list=true
+
+Takes the same overrides as src/train.py. With model.pretrained=false it never
+touches the network.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from transferlab.backbones import create_backbone, list_backbones
+from transferlab.classifier import ImageClassifier
+from transferlab.errors import TransferlabError
+from transferlab.run import register_resolvers
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def list_models() -> str:
+    configs = {p.stem for p in (CONF / "model").glob("*.yaml")}
+    rows = [f"{'name':<24} {'source':<26} config"]
+    for name, source in list_backbones().items():
+        rows.append(f"{name:<24} {source:<26} {'model=' + name if name in configs else f'model=torchvision model.name={name}'}")
+    rows.append(f"{'timm/<any timm model>':<24} {'timm (Hugging Face hub)':<26} model=timm model.name=timm/<name>")
+    return "\n".join(rows)
+
+
+def describe(overrides: list[str]) -> str:
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    if cfg.get("list"):
+        return list_models()
+    policy = instantiate(cfg.strategy)
+    spec = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "dropout"}
+    spec["pretrained"] = bool(spec["pretrained"]) and policy.uses_pretrained_weights
+    backbone = create_backbone(**spec)
+    data = backbone.data_config
+    lines = [
+        f"model        {backbone.name} ({'pretrained' if spec['pretrained'] else 'random weights'})",
+        f"input size   {data.input_size}×{data.input_size}, {data.interpolation}, crop {data.crop_pct:.3f}",
+        f"normalise    mean {tuple(round(m, 3) for m in data.mean)}, std {tuple(round(s, 3) for s in data.std)}",
+        f"features     {backbone.num_features}",
+    ]
+    # A 2-class head is enough to show the split between frozen and trainable parameters.
+    module = ImageClassifier(spec, num_classes=2, optimizer={"lr": 1.0}, backbone=backbone, channels_last=False)
+    strategy = type(policy).__name__
+    if strategy == "Auto":
+        lines.append("strategy     auto decides from the data at training time; counts below: all blocks")
+    else:
+        policy.freeze_before_training(module)
+    lines.append(f"\n{'block':<6} {'name':<40} {'params':>12} {'trainable':>12}   under strategy {strategy}")
+    for index, (name, block) in enumerate(zip(backbone.block_names(), backbone.blocks)):
+        total = sum(p.numel() for p in block.parameters())
+        trainable = sum(p.numel() for p in block.parameters() if p.requires_grad)
+        lines.append(f"{index:<6} {name[:40]:<40} {total:>12,} {trainable:>12,}")
+    head = sum(p.numel() for p in module.head.parameters())
+    lines.append(f"{'head':<6} {'Dropout → Linear(…, num_classes=2)':<40} {head:>12,} {head:>12,}")
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    lines.append(f"\ntotal {total:,} parameters: {trainable:,} trainable, {total - trainable:,} frozen")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    try:
+        print(describe(sys.argv[1:]))
+    except TransferlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
