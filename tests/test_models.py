@@ -133,3 +133,31 @@ def test_auto_fine_tunes_everything_for_many_images_far_from_the_pretraining(tmp
     report = auto_choice(tmp_path, many_per_class=40)
     assert report["auto/images_per_class"] == 60 and report["auto/similarity"] < 0.3
     assert report["auto/choice"] == "full_finetune"
+
+
+def describe(*overrides: str, env: dict) -> str:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "describe.py"), *overrides], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_describe_shows_input_size_normalisation_blocks_and_counts_offline(offline_env):
+    text = describe("model=vgg16_bn", "model.pretrained=false", "strategy=top_blocks", env=offline_env)
+    assert "224×224" in text and "mean (0.485, 0.456, 0.406)" in text
+    backbone = create_backbone("vgg16_bn", pretrained=False)
+    top_two = sum(p.numel() for b in backbone.blocks[-2:] for p in b.parameters())
+    assert f"{top_two + 4096 * 2 + 2:,} trainable" in text
+    rows = [line for line in text.splitlines() if line[:1].isdigit()]
+    assert len(rows) == len(backbone.blocks) == 6
+
+
+def test_describe_lists_every_model_with_its_source(offline_env):
+    text = describe("+list=true", env=offline_env)
+    for name, source in (("efficientnet_lite0", "packaged"), ("resnet152", "torchvision"), ("vgg_custom", "built here")):
+        assert any(line.startswith(name) and source in line for line in text.splitlines()), name
