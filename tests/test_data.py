@@ -70,7 +70,7 @@ def test_image_folder_errors_name_the_problem(tmp_path):
         ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG).setup()
 
     (tmp_path / "val" / "blue").mkdir()
-    with pytest.raises(TransferlabError, match="blue holds no images"):
+    with pytest.raises(TransferlabError, match="blue holds no usable images"):
         ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG).setup()
 
 

@@ -1,5 +1,16 @@
 from transferlab.data.base import ImageClassificationDataModule
+from transferlab.data.cifar10 import CIFAR10DataModule
 from transferlab.data.digits import DigitsDataModule
+from transferlab.data.fashion_mnist import FashionMNISTDataModule
 from transferlab.data.folder import ImageFolderDataModule
+from transferlab.data.remote import CatsVsDogsDataModule, HymenopteraDataModule
 
-__all__ = ["ImageClassificationDataModule", "DigitsDataModule", "ImageFolderDataModule"]
+__all__ = [
+    "ImageClassificationDataModule",
+    "DigitsDataModule",
+    "ImageFolderDataModule",
+    "HymenopteraDataModule",
+    "CatsVsDogsDataModule",
+    "CIFAR10DataModule",
+    "FashionMNISTDataModule",
+]

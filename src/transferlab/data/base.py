@@ -33,6 +33,17 @@ class Split:
     labels: list[int]
 
 
+def subset(images: Sequence[ImageSource], labels: Sequence[int], indices) -> Split:
+    ordered = sorted(int(i) for i in indices)
+    return Split([images[i] for i in ordered], [labels[i] for i in ordered])
+
+
+def holdout(images: Sequence[ImageSource], labels: Sequence[int], size: int | float, seed: int) -> tuple[Split, Split]:
+    """A seeded, stratified (rest, held-out) split."""
+    rest, held = train_test_split(np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed)
+    return subset(images, labels, rest), subset(images, labels, held)
+
+
 def load_rgb(source: ImageSource) -> Image.Image:
     if isinstance(source, np.ndarray):
         return Image.fromarray(source).convert("RGB")
@@ -147,15 +158,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         train_f, val_f, test_f = self.split_fractions
         if min(self.split_fractions) <= 0 or sum(self.split_fractions) > 1 + 1e-9:
             raise TransferlabError(f"split_fractions={list(self.split_fractions)}: need three positive fractions summing to ≤ 1")
-        indices = np.arange(len(pool.labels))
-        labels = np.asarray(pool.labels)
-        used = indices
+        used = pool
         if sum(self.split_fractions) < 1 - 1e-9:  # e.g. the notes' 40/10/10 of cats_vs_dogs
-            used, _ = train_test_split(indices, train_size=sum(self.split_fractions), stratify=labels, random_state=self.seed)
-        train, rest = train_test_split(used, train_size=train_f / sum(self.split_fractions), stratify=labels[used], random_state=self.seed)
-        val, test = train_test_split(rest, train_size=val_f / (val_f + test_f), stratify=labels[rest], random_state=self.seed)
-        take = lambda idx: Split([pool.images[i] for i in sorted(idx)], [pool.labels[i] for i in sorted(idx)])  # noqa: E731
-        return {"train": take(train), "val": take(val), "test": take(test)}
+            _, used = holdout(pool.images, pool.labels, sum(self.split_fractions), self.seed)
+        rest, test = holdout(used.images, used.labels, test_f / sum(self.split_fractions), self.seed)
+        train, val = holdout(rest.images, rest.labels, val_f / (train_f + val_f), self.seed)
+        return {"train": train, "val": val, "test": test}
 
     # -- loaders
     def loader(self, split: str, augment: bool) -> DataLoader:

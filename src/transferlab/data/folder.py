@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from transferlab.data.base import ImageClassificationDataModule, Split
+from transferlab.data.scan import scan
 from transferlab.errors import TransferlabError
 
 log = logging.getLogger(__name__)
@@ -15,15 +16,22 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
-    """Class name → its image files, for every sub-folder of `root`."""
-    classes = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise TransferlabError(f"class folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        classes[folder.name] = files
-    if not classes:
+    """Class name → its usable image files, for every sub-folder of `root` (unusable ones are reported)."""
+    listed = {
+        folder.name: sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    }
+    if not listed:
         raise TransferlabError(f"{root} holds no class folders")
+    usable = set(scan(root, [path for files in listed.values() for path in files]))
+    classes = {}
+    for name, files in listed.items():
+        classes[name] = [path for path in files if path in usable]
+        if not classes[name]:
+            raise TransferlabError(
+                f"class folder {root / name} holds no usable images ({len(files)} files; "
+                f"image suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
     return classes
 
 

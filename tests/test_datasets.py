@@ -1,0 +1,285 @@
+"""The notes' datasets in their real on-disk formats, served from 127.0.0.1: download, verify,
+extract, scan bad files, and train on each through src/train.py."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import pickle
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from http_server import FileServer
+from transferlab.backbones import DataConfig
+from transferlab.data import CatsVsDogsDataModule, CIFAR10DataModule, FashionMNISTDataModule, HymenopteraDataModule
+from transferlab.data.download import DownloadError
+from transferlab.errors import TransferlabError
+
+CONFIG = DataConfig(input_size=32)
+
+
+def jpeg(colour: int, mode: str = "RGB", fmt: str = "JPEG", seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 100, (24, 24, 3))
+    pixels[..., colour] += 150
+    image = Image.fromarray(pixels.astype(np.uint8)).convert(mode)
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def hymenoptera_zip() -> bytes:
+    files = {}
+    for split, count in (("train", 6), ("val", 3)):
+        for colour, name in enumerate(("ants", "bees")):
+            for i in range(count):
+                files[f"hymenoptera_data/{split}/{name}/{i}.jpg"] = jpeg(colour * 2, seed=i)
+    return zip_of(files)
+
+
+BAD_CATS = {"zero.jpg": b"", "truncated.jpg": jpeg(0)[:300], "notes.jpg": b"this is not an image\n"}
+
+
+def pet_images_zip() -> bytes:
+    files = {f"PetImages/{kind}/{i}.jpg": jpeg(colour, seed=i) for colour, kind in ((0, "Cat"), (2, "Dog")) for i in range(10)}
+    files.update({f"PetImages/Cat/{name}": data for name, data in BAD_CATS.items()})
+    files["PetImages/Cat/cmyk.jpg"] = jpeg(0, mode="CMYK")
+    files["PetImages/Cat/png_named.jpg"] = jpeg(0, fmt="PNG")
+    files["PetImages/Dog/grey.jpg"] = jpeg(2, mode="L")
+    files["PetImages/Dog/palette.jpg"] = jpeg(2, mode="P", fmt="GIF")
+    files["PetImages/Dog/rgba.jpg"] = jpeg(2, mode="RGBA", fmt="PNG")
+    return zip_of(files)
+
+
+def cifar_tar() -> bytes:
+    rng = np.random.default_rng(0)
+
+    def batch(count: int) -> bytes:
+        labels = [i % 10 for i in range(count)]
+        return pickle.dumps({b"data": rng.integers(0, 255, (count, 3072), dtype=np.uint8), b"labels": labels})
+
+    members = {f"cifar-10-batches-py/data_batch_{i}": batch(20) for i in range(1, 6)}
+    members["cifar-10-batches-py/test_batch"] = batch(20)
+    names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]
+    members["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": names})
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def idx(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes(), mtime=0)
+
+
+def fashion_files() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    return {
+        "train-images-idx3-ubyte.gz": idx(rng.integers(0, 255, (60, 28, 28))),
+        "train-labels-idx1-ubyte.gz": idx(np.arange(60) % 10),
+        "t10k-images-idx3-ubyte.gz": idx(rng.integers(0, 255, (20, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": idx(np.arange(20) % 10),
+    }
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def server():
+    served = FileServer()
+    served.files.update({
+        "/hymenoptera_data.zip": hymenoptera_zip(),
+        "/kagglecatsanddogs_5340.zip": pet_images_zip(),
+        "/cifar-10-python.tar.gz": cifar_tar(),
+        **{f"/fashion/{name}": data for name, data in fashion_files().items()},
+    })
+    yield served
+    served.stop()
+
+
+def hymenoptera(server, data_dir: Path, **kwargs) -> HymenopteraDataModule:
+    archive = server.files["/hymenoptera_data.zip"]
+    options = {"md5": md5(archive), **kwargs}
+    return HymenopteraDataModule(url=server.url("hymenoptera_data.zip"), filename="hymenoptera_data.zip",
+                                 data_dir=str(data_dir), data_config=CONFIG, num_workers=0, **options)
+
+
+def test_hymenoptera_downloads_once_and_val_doubles_as_test(server, tmp_path):
+    module = hymenoptera(server, tmp_path)
+    module.prepare_data()
+    module.setup()
+    assert module.class_names == ["ants", "bees"]
+    assert {k: len(v.labels) for k, v in module.splits.items()} == {"train": 12, "val": 6, "test": 6}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hymenoptera_data", "hymenoptera_data.zip"]
+
+    before = len(server.requests)
+    again = hymenoptera(server, tmp_path)
+    again.prepare_data()
+    again.setup()
+    assert len(server.requests) == before, "the second run downloads nothing"
+
+
+def test_a_checksum_mismatch_is_a_clear_error_that_leaves_nothing(server, tmp_path):
+    module = hymenoptera(server, tmp_path, md5="0" * 32)
+    with pytest.raises(DownloadError, match="does not match its published checksum"):
+        module.prepare_data()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cut_connection_is_resumed_with_a_range_request(server, tmp_path):
+    server.cuts["/hymenoptera_data.zip"] = 1
+    start = len(server.requests)
+    module = hymenoptera(server, tmp_path)
+    module.prepare_data()
+    ranges = [wanted for path, wanted in server.requests[start:] if path == "/hymenoptera_data.zip"]
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and len(ranges) == 2
+    module.setup()
+    assert len(module.splits["train"].labels) == 12
+
+
+def test_a_download_that_keeps_failing_leaves_no_half_dataset(server, tmp_path):
+    server.cuts["/hymenoptera_data.zip"] = 10
+    try:
+        with pytest.raises(DownloadError) as error:
+            hymenoptera(server, tmp_path).prepare_data()
+    finally:
+        server.cuts["/hymenoptera_data.zip"] = 0
+    message = str(error.value)
+    assert server.url("hymenoptera_data.zip") in message and "hymenoptera_data.zip" in message
+    assert f"md5 {md5(server.files['/hymenoptera_data.zip'])}" in message and str(tmp_path) in message
+    assert not (tmp_path / "hymenoptera_data").exists() and not (tmp_path / "hymenoptera_data.zip").exists()
+
+
+def test_offline_without_a_copy_names_url_file_checksum_and_directory(tmp_path):
+    module = HymenopteraDataModule(url="http://127.0.0.1:9/hymenoptera_data.zip", filename="hymenoptera_data.zip",
+                                   md5="abc", data_dir=str(tmp_path), data_config=CONFIG)
+    with pytest.raises(DownloadError) as error:
+        module.prepare_data()
+    message = str(error.value)
+    for part in ("http://127.0.0.1:9/hymenoptera_data.zip", "file: hymenoptera_data.zip", "md5 abc", str(tmp_path / "hymenoptera_data.zip")):
+        assert part in message
+
+
+def test_an_existing_copy_is_used_without_downloading(server, tmp_path):
+    hymenoptera(server, tmp_path / "first").prepare_data()
+    before = len(server.requests)
+    module = hymenoptera(server, tmp_path / "elsewhere", root=str(tmp_path / "first" / "hymenoptera_data"))
+    module.prepare_data()
+    module.setup()
+    assert len(server.requests) == before and not (tmp_path / "elsewhere").exists()
+
+
+def test_pet_images_bad_files_are_reported_and_skipped_odd_formats_converted(server, tmp_path, caplog):
+    module = CatsVsDogsDataModule(url=server.url("kagglecatsanddogs_5340.zip"), filename="kagglecatsanddogs_5340.zip",
+                                  data_dir=str(tmp_path), data_config=CONFIG, num_workers=0, split_fractions=[0.4, 0.1, 0.1])
+    module.prepare_data()
+    module.setup()
+    root = tmp_path / "PetImages"
+    report = (root / "bad_images.txt").read_text()
+    assert sorted(Path(line.split("\t")[0]).name for line in report.splitlines()) == sorted(BAD_CATS)
+    assert "skipped 3 unusable image file(s) of 28" in caplog.text and "bad_images.txt" in caplog.text
+    total = sum(len(split.labels) for split in module.splits.values())
+    assert total == round(25 * 0.6)  # 25 usable images, 40/10/10 % of them
+    for name in ("train", "val", "test"):
+        images, _ = next(iter(module.loader(name, augment=name == "train")))
+        assert images.shape[1:] == (3, 32, 32)
+    everything = [module.splits[n].images for n in module.splits]
+    assert not any(Path(p).name in BAD_CATS for images in everything for p in images)
+
+
+def test_the_scan_is_cached_and_redone_for_changed_files(server, tmp_path, monkeypatch):
+    from transferlab.data import scan
+
+    module = CatsVsDogsDataModule(url=server.url("kagglecatsanddogs_5340.zip"), filename="kagglecatsanddogs_5340.zip",
+                                  data_dir=str(tmp_path), data_config=CONFIG, split_fractions=[0.4, 0.1, 0.1])
+    module.prepare_data()
+    module.setup()
+    checked = []
+    original = scan.problem_with
+    monkeypatch.setattr(scan, "problem_with", lambda path: checked.append(path.name) or original(path))
+    (tmp_path / "PetImages" / "Cat" / "zero.jpg").write_bytes(jpeg(0))  # repaired
+    again = CatsVsDogsDataModule(url="unused", filename="kagglecatsanddogs_5340.zip", data_dir=str(tmp_path),
+                                 data_config=CONFIG, split_fractions=[0.4, 0.1, 0.1])
+    again.setup()
+    assert checked == ["zero.jpg"]
+    assert "zero.jpg" not in (tmp_path / "PetImages" / "bad_images.txt").read_text()
+
+
+def test_a_class_folder_with_only_broken_files_is_an_error_before_training(tmp_path):
+    from transferlab.data import ImageFolderDataModule
+
+    for name, data in (("good", jpeg(0)), ("broken", b"")):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            (tmp_path / name / f"{i}.jpg").write_bytes(data)
+    with pytest.raises(TransferlabError, match="broken holds no usable images"):
+        ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG).setup()
+
+
+def test_cifar10_batches_are_read_and_split(server, tmp_path):
+    archive = server.files["/cifar-10-python.tar.gz"]
+    module = CIFAR10DataModule(url=server.url("cifar-10-python.tar.gz"), filename="cifar-10-python.tar.gz", md5=md5(archive),
+                               data_dir=str(tmp_path), val_size=10, data_config=CONFIG, num_workers=0)
+    module.prepare_data()
+    module.setup()
+    assert module.class_names[:2] == ["airplane", "automobile"]
+    assert {k: len(v.labels) for k, v in module.splits.items()} == {"train": 90, "val": 10, "test": 20}
+    assert module.splits["test"].images[0].shape == (32, 32, 3)
+
+
+def test_fashion_mnist_idx_files_download_and_read(server, tmp_path):
+    files = fashion_files()
+    module = FashionMNISTDataModule(base_url=server.url("fashion"), data_dir=str(tmp_path), debian_dir=str(tmp_path / "none"),
+                                    val_size=10, md5s={name: md5(data) for name, data in files.items()},
+                                    data_config=CONFIG, num_workers=0)
+    module.prepare_data()
+    module.setup()
+    assert {k: len(v.labels) for k, v in module.splits.items()} == {"train": 50, "val": 10, "test": 20}
+    assert module.class_names[9] == "Ankle boot"
+    assert sorted(p.name for p in (tmp_path / "FashionMNIST" / "raw").iterdir()) == sorted(files)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["hymenoptera", "cats_vs_dogs", "cifar10", "fashion_mnist"])
+def test_a_short_training_run_on_each_dataset(dataset, server, tmp_path, offline_env):
+    overrides = {
+        "hymenoptera": [f"data.url={server.url('hymenoptera_data.zip')}"],
+        "cats_vs_dogs": [f"data.url={server.url('kagglecatsanddogs_5340.zip')}", "data.split_fractions=[0.6,0.2,0.2]"],
+        "cifar10": [f"data.url={server.url('cifar-10-python.tar.gz')}", "data.md5=null", "data.val_size=10"],
+        "fashion_mnist": [f"data.base_url={server.url('fashion')}", "data.val_size=10", f"data.root={tmp_path / 'fashion'}"],
+    }[dataset]
+    if dataset == "fashion_mnist":
+        (tmp_path / "fashion").mkdir()
+        for name, data in fashion_files().items():
+            (tmp_path / "fashion" / name).write_bytes(data)
+    command = [sys.executable, str(ROOT / "src" / "train.py"), f"data={dataset}", *overrides, "model=small_cnn",
+               "strategy=scratch", "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=1",
+               f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**offline_env, "no_proxy": "127.0.0.1"}
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"] == dataset and 0 <= metrics["test/acc"] <= 1
