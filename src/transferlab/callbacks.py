@@ -1,4 +1,4 @@
-"""Lightning extras: a labelled sample grid in TensorBoard, and checkpoints a kill cannot half-write."""
+"""Lightning extras: figures in TensorBoard, per-batch reseeding, checkpoints a kill cannot half-write."""
 
 from __future__ import annotations
 
@@ -7,42 +7,89 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import matplotlib
+import torch
+from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-matplotlib.use("Agg")  # figures are rendered into event files, never shown
-import matplotlib.pyplot as plt  # noqa: E402
-from lightning.fabric.utilities.seed import seed_everything  # noqa: E402
-from lightning.pytorch.callbacks import Callback  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-from lightning.pytorch.plugins.io import TorchCheckpointIO  # noqa: E402
+from transferlab.figures import confusion_figure, image_grid
+from transferlab.transforms import denormalize
 
-from transferlab.transforms import denormalize  # noqa: E402
+
+def tensorboard(trainer: L.Trainer):
+    """The TensorBoard writer on rank 0, or None."""
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    return logger.experiment if logger is not None and trainer.is_global_zero else None
 
 
 class SampleGrid(Callback):
     """Logs a grid of labelled training images as the model sees them after augmentation
     (the 3×3 grid the notes draw by hand), from the first batch of the first epoch."""
 
-    def __init__(self, rows: int = 3, cols: int = 3) -> None:
-        self.rows, self.cols = rows, cols
+    def __init__(self, count: int = 9) -> None:
+        self.count = count
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if logger is None or not trainer.is_global_zero or trainer.global_step > 0 or batch_idx > 0:
+        writer = tensorboard(trainer)
+        if writer is None or trainer.global_step > 0 or batch_idx > 0:
             return
         datamodule = trainer.datamodule
-        images, labels = batch
-        count = min(self.rows * self.cols, len(labels))
-        pictures = denormalize(images[:count], datamodule.data_config).permute(0, 2, 3, 1).cpu().numpy()
-        figure, axes = plt.subplots(self.rows, self.cols, figsize=(2.2 * self.cols, 2.4 * self.rows))
-        for axis, index in zip(axes.flat, range(self.rows * self.cols)):
-            axis.axis("off")
-            if index < count:
-                axis.imshow(pictures[index])
-                axis.set_title(datamodule.class_names[int(labels[index])], fontsize=10)
-        figure.tight_layout()
-        logger.experiment.add_figure("train/samples", figure, global_step=0)
-        plt.close(figure)
+        images, labels = batch[0][: self.count], batch[1][: self.count]
+        titles = [datamodule.class_names[int(label)] for label in labels]
+        figure = image_grid(denormalize(images.float(), datamodule.data_config), titles)
+        writer.add_figure("train/samples", figure, global_step=0)
+
+
+class EvaluationFigures(Callback):
+    """What the notes check by eye: one image in nine augmentations, confusion matrices
+    (val each epoch, test), and the test images the model got most confidently wrong."""
+
+    def __init__(self, worst: int = 9) -> None:
+        self.worst = worst
+        self.mistakes: list[tuple[float, torch.Tensor, int, int]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None:
+            return
+        datamodule = trainer.datamodule
+        dataset = datamodule.loader("train", augment=True).dataset
+        # Keys (epoch, index): the augmentations image 0 really gets in epochs 0..8.
+        views = torch.stack([dataset[(epoch, 0)][0] for epoch in range(9)])
+        label = datamodule.class_names[dataset[(0, 0)][1]]
+        titles = [f"{label} · epoch {epoch}" for epoch in range(9)]
+        writer.add_figure("train/augmentation", image_grid(denormalize(views, datamodule.data_config), titles), 0)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None or trainer.sanity_checking:
+            return
+        figure = confusion_figure(pl_module.val_confusion.compute(), trainer.datamodule.class_names,
+                                  f"val, epoch {trainer.current_epoch}")
+        writer.add_figure("val/confusion_matrix", figure, global_step=trainer.current_epoch)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.mistakes = []
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        confidence, predicted = outputs["probabilities"].max(dim=-1)
+        for index in torch.nonzero(predicted != batch[1]).flatten().tolist():
+            self.mistakes.append((float(confidence[index]), batch[0][index].cpu(), int(batch[1][index]), int(predicted[index])))
+        self.mistakes = sorted(self.mistakes, key=lambda m: -m[0])[: self.worst]
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None:
+            return
+        datamodule = trainer.datamodule
+        names = datamodule.class_names
+        writer.add_figure("test/confusion_matrix", confusion_figure(pl_module.test_confusion.compute(), names, "test"), 0)
+        if self.mistakes:
+            images = denormalize(torch.stack([m[1] for m in self.mistakes]).float(), datamodule.data_config)
+            titles = [f"true {names[t]}\npred {names[p]} ({c:.0%})" for c, _, t, p in self.mistakes]
+            writer.add_figure("test/worst_predictions", image_grid(images, titles), 0)
 
 
 class SeedEachBatch(Callback):

@@ -14,8 +14,14 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 from transferlab.backbones import Backbone, create_backbone
 
@@ -61,6 +67,14 @@ class ImageClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         # Saved in checkpoints so a resumed run reports the same best accuracy.
         self.val_acc_best.persistent(True)
+        # For the figures and the per-class report (callbacks.EvaluationFigures, metrics.json).
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_per_class = MetricCollection({
+            "precision": MulticlassPrecision(num_classes, average=None),
+            "recall": MulticlassRecall(num_classes, average=None),
+            "f1": MulticlassF1Score(num_classes, average=None),
+        })
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._logits(images)[0]
@@ -75,7 +89,7 @@ class ImageClassifier(L.LightningModule):
             return self.head(features), self.aux_head(aux)
         return self.head(features), None
 
-    def _step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> torch.Tensor:
+    def _step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         logits, aux_logits = self._logits(images)
         loss = F.cross_entropy(logits, labels)
@@ -83,16 +97,20 @@ class ImageClassifier(L.LightningModule):
         if aux_logits is not None:  # Inception v3: the auxiliary loss helps training, not the metric
             loss = loss + self.hparams.model.get("aux_weight", 0.0) * F.cross_entropy(aux_logits, labels)
         acc_metric(logits, labels)
-        return loss
+        return loss, logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, self.train_loss, self.train_acc)
+        loss, _ = self._step(batch, self.train_loss, self.train_acc)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_confusion.reset()
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.val_loss, self.val_acc)
+        _, logits = self._step(batch, self.val_loss, self.val_acc)
+        self.val_confusion.update(logits, batch[1])
         self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
@@ -102,10 +120,24 @@ class ImageClassifier(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.test_loss, self.test_acc)
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+        self.test_per_class.reset()
+
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        _, logits = self._step(batch, self.test_loss, self.test_acc)
+        self.test_confusion.update(logits, batch[1])
+        self.test_per_class.update(logits, batch[1])
         self.log("test/loss", self.test_loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
+        return {"probabilities": logits.softmax(dim=-1)}
+
+    def on_test_epoch_end(self) -> None:
+        """Per-class precision, recall and F1, as `test/<metric>/<class name>`."""
+        names = self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
+        for metric, values in self.test_per_class.compute().items():
+            for name, value in zip(names, values):
+                self.log(f"test/{metric}/{name.replace('/', '_')}", value)
 
     def on_train_epoch_start(self) -> None:
         # Like Keras' model.summary(); logged each epoch because a policy may unfreeze mid-run.

@@ -60,10 +60,22 @@ def hyperparameters(cfg: DictConfig) -> dict:
 
 
 def train(cfg: DictConfig) -> dict:
+    """One run; a run that fails still leaves a metrics.json saying so (the sweep report lists it)."""
     checkpoint_to_resume = None
     if cfg.get("resume"):
         cfg, checkpoint_to_resume = resumed_config(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return fit_and_test(cfg, output_dir, checkpoint_to_resume)
+    except Exception as error:
+        choices = HydraConfig.get().runtime.choices
+        failed = {"status": "failed", "error": f"{type(error).__name__}: {error}", "model": cfg.model.get("name"),
+                  "data": choices.get("data"), "strategy": choices.get("strategy"), "seed": cfg.seed}
+        (output_dir / "metrics.json").write_text(json.dumps(failed, indent=2) + "\n")
+        raise
+
+
+def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path | None) -> dict:
     L.seed_everything(cfg.seed, workers=True)
 
     policy = instantiate(cfg.strategy)
@@ -119,6 +131,7 @@ def train(cfg: DictConfig) -> dict:
         "best_checkpoint": best,
         "status": "completed",
         **getattr(policy, "report", {}),
+        **{k: v for k, v in test_metrics.items() if k.count("/") == 2},  # per class: test/f1/<class>
     }
     if trainer.is_global_zero:
         for logger in trainer.loggers:

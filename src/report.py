@@ -1,0 +1,133 @@
+"""Which recipe wins: a table and a chart of every run of a sweep.
+
+    python src/report.py outputs/multirun/2026-11-25/13-30-33
+    python src/report.py outputs/runs/2026-11-25/*            # any run dirs, or parents of many
+
+Reads each run's metrics.json and composed config; writes report.md and report.png
+next to them (in the one directory given, else in the runs' common parent). Runs
+that failed or never finished are listed as such.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from transferlab.figures import plt
+
+
+@dataclass
+class Run:
+    path: Path
+    status: str  # completed, failed, unfinished
+    model: str
+    data: str
+    strategy: str
+    metrics: dict
+
+    def value(self, key: str) -> float | None:
+        value = self.metrics.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Every run directory (one holding .hydra/config.yaml) at or under `paths`."""
+    found = set()
+    for path in paths:
+        found.update(p.parent.parent for p in path.glob("**/.hydra/config.yaml") if "resumed" not in p.parts)
+    return sorted(found)
+
+
+def read_run(path: Path) -> Run:
+    hydra = yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text()) if (path / ".hydra" / "hydra.yaml").is_file() else {}
+    choices = (hydra.get("hydra") or {}).get("runtime", {}).get("choices", {})
+    config = yaml.safe_load((path / ".hydra" / "config.yaml").read_text())
+    metrics_file = path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return Run(
+        path=path,
+        status=metrics.get("status", "unfinished"),
+        model=metrics.get("model") or (config.get("model") or {}).get("name", "?"),
+        data=metrics.get("data") or choices.get("data", "?"),
+        strategy=metrics.get("strategy") or choices.get("strategy", "?"),
+        metrics=metrics,
+    )
+
+
+def fmt(value: float | None, pattern: str) -> str:
+    return "–" if value is None else format(value, pattern)
+
+
+def markdown(runs: list[Run], where: Path) -> str:
+    completed = sorted((r for r in runs if r.status == "completed"), key=lambda r: (r.data, -r.value("test/acc")))
+    best = {}
+    for run in completed:
+        best.setdefault(run.data, run)
+    lines = [
+        f"# Sweep report: {where}",
+        "",
+        f"{len(completed)} completed, {sum(r.status == 'failed' for r in runs)} failed, "
+        f"{sum(r.status == 'unfinished' for r in runs)} unfinished. ★ = best test accuracy for its data set.",
+        "",
+        "| | data | model | strategy | test acc | best val acc | trainable params | fit time (s) | run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in completed:
+        mark = "★" if best[run.data] is run else ""
+        trainable = run.value("model/params/trainable")
+        lines.append(
+            f"| {mark} | {run.data} | {run.model} | {run.strategy} | {fmt(run.value('test/acc'), '.4f')} | "
+            f"{fmt(run.value('val/acc_best'), '.4f')} | {fmt(trainable, ',.0f')} | {fmt(run.value('time/fit_s'), '.1f')} | "
+            f"`{os.path.relpath(run.path, where)}` |"
+        )
+    others = [r for r in runs if r.status != "completed"]
+    if others:
+        lines += ["", "## Failed or unfinished", "", "| status | data | model | strategy | error | run |", "|---|---|---|---|---|---|"]
+        for run in others:
+            error = str(run.metrics.get("error", "no metrics.json: killed or still running")).splitlines()[0]
+            lines.append(f"| {run.status} | {run.data} | {run.model} | {run.strategy} | {error} | `{os.path.relpath(run.path, where)}` |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(runs: list[Run], target: Path) -> None:
+    """Test accuracy against fit time, one marker shape per strategy."""
+    completed = [r for r in runs if r.status == "completed"]
+    markers = dict(zip(sorted({r.strategy for r in completed}), "osD^v<>pP*X"))
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for strategy, marker in markers.items():
+        mine = [r for r in completed if r.strategy == strategy]
+        axis.scatter([r.value("time/fit_s") for r in mine], [r.value("test/acc") for r in mine], marker=marker, s=60, label=strategy)
+        for run in mine:
+            axis.annotate(run.model, (run.value("time/fit_s"), run.value("test/acc")), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    axis.set_xlabel("fit time (s)")
+    axis.set_ylabel("test accuracy")
+    axis.set_title("Which recipe wins")
+    axis.grid(alpha=0.3)
+    if markers:
+        axis.legend(title="strategy", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(target, dpi=120)
+    plt.close(figure)
+
+
+def report(paths: list[Path]) -> Path:
+    runs = [read_run(p) for p in find_runs(paths)]
+    if not runs:
+        raise SystemExit(f"no run directories (with .hydra/config.yaml) under {', '.join(map(str, paths))}")
+    where = paths[0] if len(paths) == 1 and paths[0].is_dir() else Path(os.path.commonpath([r.path.parent for r in runs]))
+    (where / "report.md").write_text(markdown(runs, where))
+    chart(runs, where / "report.png")
+    return where / "report.md"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    written = report([Path(p) for p in sys.argv[1:]])
+    print(written.read_text())
+    print(f"wrote {written} and {written.with_name('report.png')}")
