@@ -25,20 +25,21 @@ def tensorboard(trainer: L.Trainer):
 
 class SampleGrid(Callback):
     """Logs a grid of labelled training images as the model sees them after augmentation
-    (the 3×3 grid the notes draw by hand), from the first batch of the first epoch."""
+    in the first epoch (the 3×3 grid the notes draw by hand)."""
 
     def __init__(self, count: int = 9) -> None:
         self.count = count
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
-        if writer is None or trainer.global_step > 0 or batch_idx > 0:
+        if writer is None:
             return
         datamodule = trainer.datamodule
-        images, labels = batch[0][: self.count], batch[1][: self.count]
-        titles = [datamodule.class_names[int(label)] for label in labels]
-        figure = image_grid(denormalize(images.float(), datamodule.data_config), titles)
-        writer.add_figure("train/samples", figure, global_step=0)
+        dataset = datamodule.image_dataset("train", augment=True)
+        samples = [dataset[(0, index)] for index in range(min(self.count, len(dataset)))]
+        titles = [datamodule.class_names[label] for _, label in samples]
+        images = denormalize(torch.stack([image for image, _ in samples]), datamodule.data_config)
+        writer.add_figure("train/samples", image_grid(images, titles), global_step=0)
 
 
 class EvaluationFigures(Callback):
@@ -47,14 +48,14 @@ class EvaluationFigures(Callback):
 
     def __init__(self, worst: int = 9) -> None:
         self.worst = worst
-        self.mistakes: list[tuple[float, torch.Tensor, int, int]] = []
+        self.mistakes: list[tuple[float, int, int, int]] = []  # confidence, test index, true, predicted
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
         if writer is None:
             return
         datamodule = trainer.datamodule
-        dataset = datamodule.loader("train", augment=True).dataset
+        dataset = datamodule.image_dataset("train", augment=True)
         # Keys (epoch, index): the augmentations image 0 really gets in epochs 0..8.
         views = torch.stack([dataset[(epoch, 0)][0] for epoch in range(9)])
         label = datamodule.class_names[dataset[(0, 0)][1]]
@@ -74,9 +75,11 @@ class EvaluationFigures(Callback):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
+        # The test loader is unshuffled: position in the batch gives the test index (on one device).
+        first = batch_idx * trainer.datamodule.batch_size
         confidence, predicted = outputs["probabilities"].max(dim=-1)
-        for index in torch.nonzero(predicted != batch[1]).flatten().tolist():
-            self.mistakes.append((float(confidence[index]), batch[0][index].cpu(), int(batch[1][index]), int(predicted[index])))
+        for i in torch.nonzero(predicted != batch[1]).flatten().tolist():
+            self.mistakes.append((float(confidence[i]), first + i, int(batch[1][i]), int(predicted[i])))
         self.mistakes = sorted(self.mistakes, key=lambda m: -m[0])[: self.worst]
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -87,7 +90,8 @@ class EvaluationFigures(Callback):
         names = datamodule.class_names
         writer.add_figure("test/confusion_matrix", confusion_figure(pl_module.test_confusion.compute(), names, "test"), 0)
         if self.mistakes:
-            images = denormalize(torch.stack([m[1] for m in self.mistakes]).float(), datamodule.data_config)
+            dataset = datamodule.image_dataset("test", augment=False)
+            images = denormalize(torch.stack([dataset[m[1]][0] for m in self.mistakes]), datamodule.data_config)
             titles = [f"true {names[t]}\npred {names[p]} ({c:.0%})" for c, _, t, p in self.mistakes]
             writer.add_figure("test/worst_predictions", image_grid(images, titles), 0)
 

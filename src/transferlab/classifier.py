@@ -79,11 +79,17 @@ class ImageClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._logits(images)[0]
 
-    def _logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Class logits, and auxiliary logits when the backbone gives auxiliary features (train mode)."""
+    def features(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's pooled features (plus auxiliary ones for Inception v3 in train mode)."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        features = self.backbone(images)
+        return self.backbone(images)
+
+    def _logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class logits, and auxiliary logits when the backbone gives auxiliary features (train mode).
+        `inputs` are images, or (N, num_features) features that a frozen backbone already computed
+        (feature_cache.py): those go straight to the head."""
+        features = inputs if inputs.dim() == 2 else self.features(inputs)
         if isinstance(features, tuple):
             features, aux = features
             return self.head(features), self.aux_head(aux)

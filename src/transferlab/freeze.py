@@ -46,7 +46,8 @@ class FreezePolicy(BaseFinetuning):
 
     # False for policies that train from random weights (the model is built without a download).
     uses_pretrained_weights: bool = True
-    # False for policies that never train the backbone (no auxiliary classifier then).
+    # False for policies that never train the backbone (no auxiliary classifier then, and
+    # its features can be computed once: feature_cache.py).
     trains_backbone: bool = True
 
     def __init__(self) -> None:
@@ -213,9 +214,11 @@ class Auto(FreezePolicy):
         from transferlab.transferability import frozen_features, linear_probe_score
 
         datamodule = pl_module.trainer.datamodule
-        features, labels = frozen_features(pl_module.backbone, datamodule.loader("train", augment=False), self.max_images)
+        pl_module.backbone.eval()
+        features, labels = frozen_features(pl_module.features, datamodule.loader("train", augment=False), self.max_images,
+                                           device=pl_module.device)
         per_class = len(datamodule.splits["train"].labels) / datamodule.num_classes
-        similarity = linear_probe_score(features, labels)
+        similarity = linear_probe_score(features.numpy(), labels.numpy())
         many, similar = per_class >= self.many_per_class, similarity >= self.similar
         if many:
             self.chosen = FullFinetune(backbone_lr_scale=0.1 if similar else 1.0)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +17,7 @@ from transferlab.backbones import create_backbone
 from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch
 from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.errors import TransferlabError
+from transferlab.feature_cache import cache_features
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,11 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         channels_last=cfg.channels_last,
         backbone=backbone,
     )
+    cache = cfg.get("feature_cache") or {}
+    if cache.get("enabled") and not policy.trains_backbone:
+        if torch.cuda.is_available() and cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda"):
+            module.cuda()  # the one forward pass runs where training will
+        cache_features(module, datamodule, views=cache.views, directory=cache.get("dir"))
     callbacks = [policy, SeedEachBatch(cfg.seed), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
@@ -129,6 +136,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         "strategy": HydraConfig.get().runtime.choices.get("strategy"),
         "seed": cfg.seed,
         "best_checkpoint": best,
+        "feature_cache": bool(datamodule.feature_views),
         "status": "completed",
         **getattr(policy, "report", {}),
         **{k: v for k, v in test_metrics.items() if k.count("/") == 2},  # per class: test/f1/<class>

@@ -9,30 +9,30 @@ separates the classes perfectly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
-from torch import nn
 from torch.utils.data import DataLoader
 
 
 @torch.no_grad()
-def frozen_features(backbone: nn.Module, loader: DataLoader, max_images: int) -> tuple[np.ndarray, np.ndarray]:
-    was_training = backbone.training
-    backbone.eval()
+def frozen_features(
+    extract: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, max_images: int | None = None, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, labels) of the images `loader` yields, through `extract` (a backbone in eval mode)."""
     features, labels, seen = [], [], 0
-    device = next(backbone.parameters()).device
     for images, targets in loader:
-        features.append(backbone(images.to(device)).float().cpu())
+        features.append(extract(images.to(device)).float().cpu())
         labels.append(targets)
         seen += len(targets)
-        if seen >= max_images:
+        if max_images is not None and seen >= max_images:
             break
-    backbone.train(was_training)
-    return torch.cat(features)[:max_images].numpy(), torch.cat(labels)[:max_images].numpy()
+    return torch.cat(features)[:max_images], torch.cat(labels)[:max_images]
 
 
 def linear_probe_score(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:

@@ -134,6 +134,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
+        self.feature_views: dict[str, Dataset] = {}  # filled by feature_cache.cache_features
 
     # -- what a dataset provides
     def find_splits(self) -> tuple[list[str], dict[str, Split]]:
@@ -166,17 +167,24 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return {"train": train, "val": val, "test": test}
 
     # -- loaders
-    def loader(self, split: str, augment: bool) -> DataLoader:
-        """A split's loader; `augment` also shuffles (the training loader)."""
+    def image_dataset(self, split: str, augment: bool) -> LabelledImages:
+        """A split's images and labels; `augment`: the training transforms, keyed by (epoch, index)."""
         transform = build_transforms(self.data_config, train=augment, augment=self.augment if augment else None)
-        dataset = LabelledImages(self.splits[split], transform, self.seed)
+        return LabelledImages(self.splits[split], transform, self.seed)
+
+    def loader(self, split: str, augment: bool) -> DataLoader:
+        """A split's loader (`augment` also shuffles: the training loader). Over cached frozen
+        features instead of images once `feature_cache.cache_features` has filled `feature_views`."""
+        cached = self.feature_views.get(split)
+        dataset = cached if cached is not None else self.image_dataset(split, augment)
+        workers = 0 if cached is not None else self.num_workers  # features are already in memory
         sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=self.pin_memory,
         )
 

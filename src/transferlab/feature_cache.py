@@ -1,0 +1,96 @@
+"""A frozen backbone costs one forward pass per dataset view, not one per epoch.
+
+When a strategy keeps the whole backbone frozen for the whole run (`head_only`),
+its features are computed once and the head trains on them. Training images get
+`views` augmented versions: view v of image i is exactly the image the uncached
+run sees in epoch v (augmentation is keyed by (epoch, index)), and epoch e trains
+on view e mod `views`. So with `views` ≥ the number of epochs, or without
+augmentation, the cached run trains on the very same inputs as the uncached one.
+
+Features are kept in memory and, when a directory is given, on disk under a key
+made of the backbone's weights, the preprocessing, the augmentation, the split's
+files and the seed, so the next run of a sweep that shares them skips the pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from transferlab.transferability import frozen_features
+
+log = logging.getLogger(__name__)
+
+
+class FeatureViews(Dataset):
+    """Cached features: `views[v, i]` for key (epoch, i) with v = epoch mod views; plain key i → view 0."""
+
+    def __init__(self, views: torch.Tensor, labels: list[int]) -> None:
+        self.views, self.labels = views, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        return self.views[epoch % len(self.views), index], self.labels[index]
+
+
+def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in module.backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    images = datamodule.splits[split].images
+    described = {
+        "data_config": datamodule.data_config.to_dict(),
+        "augment": vars(datamodule.augment) if augment else None,
+        "views": views,
+        "seed": datamodule.seed,
+        "labels": datamodule.splits[split].labels,
+        "images": [str(p) if isinstance(p, Path) else hashlib.sha1(p.tobytes()).hexdigest() for p in images],
+        "mtimes": [p.stat().st_mtime_ns for p in images if isinstance(p, Path)],
+    }
+    digest.update(json.dumps(described, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:24]
+
+
+@torch.no_grad()
+def split_features(module, datamodule, split: str, augment: bool, views: int, directory: Path | None) -> torch.Tensor:
+    """(views, N, num_features) features of one split, from disk if this exact view was computed before."""
+    path = directory / f"{split}-{cache_key(module, datamodule, split, augment, views)}.pt" if directory else None
+    if path is not None and path.is_file():
+        log.info("feature cache: %s features from %s", split, path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    dataset = datamodule.image_dataset(split, augment=augment)
+    module.backbone.eval()
+    computed = []
+    for view in range(views):
+        # Keys (view, i), in order: the augmentation image i gets in epoch `view` of an uncached run.
+        keys = [(view, i) for i in range(len(dataset))] if augment else list(range(len(dataset)))
+        loader = DataLoader(dataset, batch_size=datamodule.batch_size, sampler=keys, num_workers=datamodule.num_workers)
+        computed.append(frozen_features(module.features, loader, device=module.device)[0])
+    features = torch.stack(computed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        torch.save(features, partial)
+        partial.replace(path)
+    return features
+
+
+def cache_features(module, datamodule, views: int, directory: str | None) -> None:
+    """Give `datamodule` feature loaders instead of image loaders for every split."""
+    augmenting = datamodule.augment.enabled
+    folder = Path(directory).expanduser() if directory else None
+    for split in ("train", "val", "test"):
+        augment = split == "train" and augmenting
+        features = split_features(module, datamodule, split, augment, views if augment else 1, folder)
+        datamodule.feature_views[split] = FeatureViews(features, datamodule.splits[split].labels)
+    log.info("feature cache: the head trains on frozen %s features (%d augmented view(s) of the training set)",
+             module.backbone.name, views if augmenting else 1)

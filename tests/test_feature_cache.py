@@ -1,0 +1,44 @@
+"""Frozen-backbone runs compute features once: same results as the uncached path, reused across runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TINY, compose_config
+from transferlab import feature_cache
+from transferlab.run import train
+
+
+def head_weights(metrics: dict) -> dict[str, torch.Tensor]:
+    state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("head.")}
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_cached_features_train_the_same_head_as_images(augment, colour_folder, tmp_path):
+    # With augmentation, 2 views for 2 epochs: epoch e sees exactly the images the uncached run sees.
+    base = [*TINY, f"data.root={colour_folder}", "data.image_size=64", "optimizer.lr=0.03",
+            f"data.augment.enabled={str(augment).lower()}", "feature_cache.views=2", "feature_cache.dir=null"]
+    cached = train(compose_config([*base, "feature_cache.enabled=true"], tmp_path / "cached"))
+    uncached = train(compose_config([*base, "feature_cache.enabled=false"], tmp_path / "uncached"))
+    assert cached["feature_cache"] is True and uncached["feature_cache"] is False
+    for key in ("test/acc", "val/acc_best"):
+        assert cached[key] == pytest.approx(uncached[key], abs=1e-6), key
+    assert cached["test/loss"] == pytest.approx(uncached["test/loss"], abs=1e-4)
+    for (name, a), b in zip(head_weights(cached).items(), head_weights(uncached).values()):
+        assert torch.allclose(a, b, atol=1e-4), name
+
+
+def test_the_next_run_of_a_sweep_reuses_the_features_on_disk(colour_folder, tmp_path, monkeypatch):
+    passes = []
+    original = feature_cache.frozen_features
+    monkeypatch.setattr(feature_cache, "frozen_features", lambda *a, **k: passes.append(1) or original(*a, **k))
+    base = [*TINY, f"data.root={colour_folder}", "data.image_size=64", f"feature_cache.dir={tmp_path / 'cache'}",
+            "feature_cache.views=2"]
+    train(compose_config([*base, "optimizer.lr=0.01"], tmp_path / "a"))
+    assert len(passes) == 2 + 1 + 1, "two training views, val, test"
+    train(compose_config([*base, "optimizer.lr=0.03"], tmp_path / "b"))  # another head, same features
+    assert len(passes) == 4, "nothing recomputed"
+    train(compose_config([*base, "data.augment.enabled=false"], tmp_path / "c"))
+    assert len(passes) == 5, "another training view: only the training features are computed again"
