@@ -102,6 +102,8 @@ def test_small_cnn_refuses_pretrained_weights():
 
 
 def test_timm_offline_error_names_the_hub_repo(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at call time: fails at once
     with pytest.raises(PretrainedWeightsUnavailable, match="timm/resnet18"):
         create_backbone("timm/resnet18", pretrained=True)
