@@ -13,17 +13,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from transferlab import ddp
 from transferlab.errors import TransferlabError
 from transferlab.run import register_resolvers, train
 
 log = logging.getLogger("transferlab")
 register_resolvers()
+ddp.install()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    """Returns `optimized_metric` (val/acc_best) for sweepers such as Optuna."""
     try:
-        return train(cfg)["test/acc"]
+        return train(cfg)[cfg.optimized_metric]
     except TransferlabError as error:
         log.error("%s", error)
         if HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -164,3 +164,60 @@ def test_every_strategy_runs_through_the_configs(strategy, colour_folder, tmp_pa
         assert trainable[0] < trainable[-1] == metrics["model/params/total"], "the backbone joined in epoch 1"
         assert {"lr-AdamW/pg1", "lr-AdamW/pg2"} <= set(events.Tags()["scalars"])
     assert metrics["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_multirun_keeps_each_run_in_its_own_directory(colour_folder, offline_env, tmp_path):
+    """Lightning's DDP launcher re-runs the command line for rank 1; under `-m` that used to start
+    a second sweep in a stray directory (Lightning #11300). Two runs × two CPU processes (gloo)."""
+    result = run_train(
+        ["-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false", "model=small_cnn", "strategy=scratch,head_only",
+         *TINY, f"data.root={colour_folder}", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}"],
+        offline_env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweeps = list(tmp_path.glob("multirun/*/*"))
+    assert len(sweeps) == 1, f"one sweep directory, not {sweeps}"
+    runs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
+    assert [p.name.split("_")[0] for p in runs] == ["0", "1"]
+    for run in runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and 0 <= metrics["test/acc"] <= 1
+        assert (run / "checkpoints" / "best.ckpt").is_file() and len(list((run / "tensorboard").glob("events.*"))) >= 1
+    assert not (tmp_path / "runs").exists(), "no stray single-run directory from a child process"
+
+
+def test_a_sweep_spread_over_gpus_gives_job_n_gpu_n_mod_count():
+    from transferlab.errors import TransferlabError
+    from transferlab.run import job_devices
+
+    assert [job_devices(n, gpu_count=4) for n in range(6)] == [[0], [1], [2], [3], [0], [1]]
+    with pytest.raises(TransferlabError, match="needs CUDA GPUs"):
+        job_devices(0, gpu_count=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_sweeps_run_through_the_joblib_and_submitit_launchers(launcher, colour_folder, offline_env, tmp_path):
+    options = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    result = run_train(["-m", f"hydra/launcher={launcher}", *options, "model=small_cnn", "strategy=scratch,head_only",
+                        *TINY, f"data.root={colour_folder}", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}"],
+                       offline_env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    strategies = sorted(json.loads(p.read_text())["strategy"] for p in tmp_path.glob("multirun/*/*/*/metrics.json"))
+    assert strategies == ["head_only", "scratch"]
+
+
+@pytest.mark.slow
+def test_optuna_searches_lr_weight_decay_and_strategy_on_validation_accuracy(colour_folder, offline_env, tmp_path):
+    result = run_train(["hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
+                        "model=small_cnn", *TINY, f"data.root={colour_folder}", "trainer.max_epochs=1",
+                        f"paths.log_dir={tmp_path}"], offline_env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/metrics.json")]
+    assert len(runs) == 3
+    import yaml
+
+    best = yaml.safe_load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml")).read_text())
+    assert best["best_value"] == pytest.approx(max(r["val/acc_best"] for r in runs))
+    assert {"optimizer.lr", "optimizer.weight_decay", "strategy"} <= set(best["best_params"])

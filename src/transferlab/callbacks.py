@@ -63,11 +63,13 @@ class EvaluationFigures(Callback):
         writer.add_figure("train/augmentation", image_grid(denormalize(views, datamodule.data_config), titles), 0)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or trainer.sanity_checking:
+        if trainer.sanity_checking:
             return
-        figure = confusion_figure(pl_module.val_confusion.compute(), trainer.datamodule.class_names,
-                                  f"val, epoch {trainer.current_epoch}")
+        matrix = pl_module.val_confusion.compute()  # on every rank: under DDP it gathers from all
+        writer = tensorboard(trainer)
+        if writer is None:
+            return
+        figure = confusion_figure(matrix, trainer.datamodule.class_names, f"val, epoch {trainer.current_epoch}")
         writer.add_figure("val/confusion_matrix", figure, global_step=trainer.current_epoch)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -83,12 +85,13 @@ class EvaluationFigures(Callback):
         self.mistakes = sorted(self.mistakes, key=lambda m: -m[0])[: self.worst]
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        matrix = pl_module.test_confusion.compute()  # on every rank: under DDP it gathers from all
         writer = tensorboard(trainer)
         if writer is None:
             return
         datamodule = trainer.datamodule
         names = datamodule.class_names
-        writer.add_figure("test/confusion_matrix", confusion_figure(pl_module.test_confusion.compute(), names, "test"), 0)
+        writer.add_figure("test/confusion_matrix", confusion_figure(matrix, names, "test"), 0)
         if self.mistakes:
             dataset = datamodule.image_dataset("test", augment=False)
             images = denormalize(torch.stack([dataset[m[1]][0] for m in self.mistakes]), datamodule.data_config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab import ddp
 from transferlab.backbones import create_backbone
 from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch
 from transferlab.classifier import ImageClassifier, count_parameters
@@ -49,6 +51,14 @@ def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     return resumed, last
 
 
+def job_devices(job_number: int, gpu_count: int | None = None) -> list[int]:
+    """The one GPU of a sweep's job n: n mod the number of GPUs (joblib runs jobs side by side)."""
+    count = torch.cuda.device_count() if gpu_count is None else gpu_count
+    if count == 0:
+        raise TransferlabError("gpu_per_job=true needs CUDA GPUs; none is visible")
+    return [job_number % count]
+
+
 def hyperparameters(cfg: DictConfig) -> dict:
     """Flat primitives for TensorBoard's hparams tab."""
     choices = HydraConfig.get().runtime.choices
@@ -67,14 +77,20 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("resume"):
         cfg, checkpoint_to_resume = resumed_config(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    launching_process = "LOCAL_RANK" not in os.environ  # DDP children inherit it from their launcher
     try:
         return fit_and_test(cfg, output_dir, checkpoint_to_resume)
     except Exception as error:
+        if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+            raise  # under DDP, rank 0 reports
         choices = HydraConfig.get().runtime.choices
         failed = {"status": "failed", "error": f"{type(error).__name__}: {error}", "model": cfg.model.get("name"),
                   "data": choices.get("data"), "strategy": choices.get("strategy"), "seed": cfg.seed}
         (output_dir / "metrics.json").write_text(json.dumps(failed, indent=2) + "\n")
         raise
+    finally:
+        if launching_process:
+            ddp.tear_down()
 
 
 def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path | None) -> dict:
@@ -114,7 +130,8 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         cache_features(module, datamodule, views=cache.views, directory=cache.get("dir"))
     callbacks = [policy, SeedEachBatch(cfg.seed), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], **placement)
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)

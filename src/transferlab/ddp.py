@@ -1,0 +1,55 @@
+"""DDP under Hydra: the command each extra process runs.
+
+Lightning's DDP launcher starts ranks 1..N-1 by re-running `sys.argv` with
+`hydra.run.dir=<run.dir>` appended (lightning/fabric/strategies/launchers/
+subprocess_script.py, `_hydra_subprocess_cmd`). Inside a Hydra multirun that
+command still holds `-m` and the comma-separated sweep, so every child starts a
+sweep of its own, and `run.dir` is the single-run pattern, not this job's sweep
+directory (Lightning #11300, #15737). Here a child instead re-runs this job
+alone: the job's own overrides, and the job's runtime output directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+
+def job_command(local_rank: int) -> tuple[Sequence[str], str]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    hydra = HydraConfig.get()
+    command = [sys.executable, os.path.abspath(sys.argv[0]), *hydra.overrides.task]
+    command += [
+        # Quoted: a sweep directory is named after its overrides, so it holds '=' and ','.
+        f'hydra.run.dir="{hydra.runtime.output_dir}"',
+        f"hydra.job.name={hydra.job.name}_rank{local_rank}",
+        "hydra.output_subdir=null",  # rank 0 already saved this job's config
+    ]
+    return command, get_original_cwd()
+
+
+def install() -> None:
+    """Make Lightning's DDP launchers (Trainer's and Fabric's) start children with `job_command`."""
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+    from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
+
+    fabric_launcher._hydra_subprocess_cmd = job_command
+    trainer_launcher._hydra_subprocess_cmd = job_command
+
+
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def tear_down() -> None:
+    """Leave the launching process as it was before a DDP run. Lightning keeps the process
+    group and sets the variables above in it; the next job of a sweep, run in the same
+    process, would then take itself for a child and never start its own ranks."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for name in LAUNCHER_VARIABLES:
+        os.environ.pop(name, None)
