@@ -41,3 +41,24 @@ def test_every_model_config_names_a_buildable_backbone(model, tmp_path):
     cfg = compose_config(overrides, tmp_path)
     backbone = create_backbone(cfg.model.name, pretrained=False)
     assert len(backbone.blocks) >= 4 and backbone.num_features > 0
+
+
+@pytest.mark.parametrize("recipe", options("recipe"))
+def test_the_notes_comparison_recipes_compose(recipe, tmp_path):
+    cfg = compose_config(["experiment=notes_comparison", f"+recipe={recipe}"], tmp_path)
+    policy = instantiate(cfg.strategy)
+    expected = {"cnn_scratch": "Scratch", "scratch": "Scratch", "head_only": "HeadOnly",
+                "full_finetune": "FullFinetune", "two_phase": "TwoPhase"}[recipe]
+    assert type(policy).__name__ == expected
+    assert cfg.model.name == ("small_cnn" if recipe == "cnn_scratch" else "efficientnet_lite0")
+
+
+def test_experiments_and_the_optuna_search_compose(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        search = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+        compare = compose("train", overrides=["experiment=digits_compare"], return_hydra_config=True)
+    assert search.hydra.sweeper.direction == "maximize" and search.optimized_metric == "val/acc_best"
+    assert set(search.hydra.sweeper.params) == {"optimizer.lr", "optimizer.weight_decay", "strategy"}
+    assert compare.hydra.sweeper.params == {"model": "small_cnn,efficientnet_lite0", "strategy": "scratch,head_only,two_phase"}

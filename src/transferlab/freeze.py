@@ -44,6 +44,7 @@ class FreezePolicy(BaseFinetuning):
     """Base policy: subclasses freeze in `freeze_before_training` and may change
     phase in `finetune_function`."""
 
+    name: str = ""  # the strategy= config it belongs to, reported in metrics.json
     # False for policies that train from random weights (the model is built without a download).
     uses_pretrained_weights: bool = True
     # False for policies that never train the backbone (no auxiliary classifier then, and
@@ -82,6 +83,8 @@ class FreezePolicy(BaseFinetuning):
 class HeadOnly(FreezePolicy):
     """Fixed feature extractor: only the new head trains; the backbone runs in inference mode."""
 
+    name = "head_only"
+
     trains_backbone = False
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
@@ -91,6 +94,8 @@ class HeadOnly(FreezePolicy):
 
 class FullFinetune(FreezePolicy):
     """Everything trains; the backbone at `backbone_lr_scale` × the head's learning rate."""
+
+    name = "full_finetune"
 
     def __init__(self, backbone_lr_scale: float = 1.0) -> None:
         super().__init__()
@@ -103,6 +108,8 @@ class FullFinetune(FreezePolicy):
 
 class TopBlocks(FreezePolicy):
     """The last `n` blocks train (optionally re-initialised); the rest stays frozen in inference mode."""
+
+    name = "top_blocks"
 
     def __init__(self, n: int = 2, reinit: bool = False, backbone_lr_scale: float = 1.0) -> None:
         super().__init__()
@@ -131,6 +138,8 @@ class TwoPhase(FreezePolicy):
     unfreeze the whole backbone at `unfreeze_lr_scale` × lr, its BatchNorm kept in
     inference mode so the pretrained statistics survive the small-data fine-tune."""
 
+    name = "two_phase"
+
     def __init__(self, head_epochs: int = 1, unfreeze_lr_scale: float = 0.01) -> None:
         super().__init__()
         self.head_epochs, self.unfreeze_lr_scale = head_epochs, unfreeze_lr_scale
@@ -148,6 +157,8 @@ class TwoPhase(FreezePolicy):
 class Scratch(FreezePolicy):
     """Random initialisation, everything trains: the baseline that shows what pretraining buys."""
 
+    name = "scratch"
+
     uses_pretrained_weights = False
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
@@ -156,6 +167,8 @@ class Scratch(FreezePolicy):
 
 class Discriminative(FreezePolicy):
     """Everything trains; each block's lr is `decay` × the one above it (head at lr, stem lowest)."""
+
+    name = "discriminative"
 
     def __init__(self, decay: float = 0.5) -> None:
         super().__init__()
@@ -172,6 +185,8 @@ class Discriminative(FreezePolicy):
 class Gradual(FreezePolicy):
     """ULMFiT-style gradual unfreezing: the head alone first, then one more block from the
     top every `every` epochs, each joining the optimizer at lr × decay^(its depth from the top)."""
+
+    name = "gradual"
 
     def __init__(self, every: int = 1, decay: float = 0.5) -> None:
         super().__init__()
@@ -203,6 +218,8 @@ class Auto(FreezePolicy):
     | few images   | head_only              | top_blocks (n = top_n)    |
     | many (a ≥ many_per_class) | full_finetune (backbone lr × 0.1) | full_finetune (same lr) |
     """
+
+    name = "auto"
 
     def __init__(self, many_per_class: int = 100, similar: float = 0.7, top_n: int = 2, max_images: int = 2000) -> None:
         super().__init__()

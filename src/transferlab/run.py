@@ -59,10 +59,10 @@ def job_devices(job_number: int, gpu_count: int | None = None) -> list[int]:
     return [job_number % count]
 
 
-def hyperparameters(cfg: DictConfig) -> dict:
+def hyperparameters(cfg: DictConfig, strategy: str) -> dict:
     """Flat primitives for TensorBoard's hparams tab."""
     choices = HydraConfig.get().runtime.choices
-    flat = {"model": cfg.model.name, "data": choices.get("data"), "strategy": choices.get("strategy"),
+    flat = {"model": cfg.model.name, "data": choices.get("data"), "strategy": strategy,
             "optimizer": choices.get("optimizer"), "scheduler": choices.get("scheduler"), "seed": cfg.seed}
     for section in ("model", "strategy", "optimizer", "data"):
         for key, value in OmegaConf.to_container(cfg[section], resolve=True).items():
@@ -105,8 +105,8 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     if "aux_weight" in model_spec and not policy.trains_backbone:
         model_spec["aux_weight"] = 0.0  # a frozen backbone gains nothing from an auxiliary loss
     backbone = create_backbone(**model_spec)
-    if not pretrained and type(policy).__name__ in {"HeadOnly", "TwoPhase", "TopBlocks"}:
-        log.warning("%s on a randomly initialised %s trains on random features", type(policy).__name__, cfg.model.name)
+    if not pretrained and policy.uses_pretrained_weights and policy.name != "full_finetune":
+        log.warning("strategy %s freezes parts of a randomly initialised %s", policy.name, cfg.model.name)
 
     datamodule = instantiate(cfg.data, data_config=backbone.data_config, _convert_="object")
     datamodule.prepare_data()
@@ -123,6 +123,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         channels_last=cfg.channels_last,
         backbone=backbone,
     )
+    started = time.perf_counter()  # fit time includes the frozen pass of the feature cache
     cache = cfg.get("feature_cache") or {}
     if cache.get("enabled") and not policy.trains_backbone:
         if torch.cuda.is_available() and cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda"):
@@ -133,13 +134,13 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], **placement)
 
-    started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
     fit_seconds = time.perf_counter() - started
+    # Counted now: testing re-runs the policy's setup, which freezes as at the start of training.
+    trainable, total = count_parameters(module)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
 
-    trainable, total = count_parameters(module)
     metrics = {
         "test/acc": test_metrics["test/acc"],
         "test/loss": test_metrics["test/loss"],
@@ -150,7 +151,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         "epochs": trainer.current_epoch,
         "model": cfg.model.name,
         "data": HydraConfig.get().runtime.choices.get("data"),
-        "strategy": HydraConfig.get().runtime.choices.get("strategy"),
+        "strategy": policy.name,
         "seed": cfg.seed,
         "best_checkpoint": best,
         "feature_cache": bool(datamodule.feature_views),
@@ -160,7 +161,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     }
     if trainer.is_global_zero:
         for logger in trainer.loggers:
-            logger.log_hyperparams(hyperparameters(cfg), {k: metrics[k] for k in ("test/acc", "val/acc_best")})
+            logger.log_hyperparams(hyperparameters(cfg, policy.name), {k: metrics[k] for k in ("test/acc", "val/acc_best")})
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], output_dir)
     return metrics

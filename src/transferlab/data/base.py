@@ -119,7 +119,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         augment: dict | Augment | None = None,
         split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
         seed: int = 42,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
         if data_config is None:
@@ -131,7 +131,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.augment = augment if isinstance(augment, Augment) else Augment(**(augment or {}))
         self.split_fractions = tuple(split_fractions)
         self.seed = seed
-        self.pin_memory = pin_memory
+        # Page-locked batches copy to a GPU asynchronously; pointless (and slower) without one.
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
         self.feature_views: dict[str, Dataset] = {}  # filled by feature_cache.cache_features
