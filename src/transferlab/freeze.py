@@ -228,6 +228,12 @@ class Auto(FreezePolicy):
         self.report: dict[str, float | str] = {}
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        if self.chosen is None:  # decided once; testing re-runs this setup
+            self.decide(pl_module)
+        self.chosen.freeze_before_training(pl_module)
+        self.inference_mode = self.chosen.inference_mode
+
+    def decide(self, pl_module: L.LightningModule) -> None:
         from transferlab.transferability import frozen_features, linear_probe_score
 
         datamodule = pl_module.trainer.datamodule
@@ -239,25 +245,22 @@ class Auto(FreezePolicy):
         many, similar = per_class >= self.many_per_class, similarity >= self.similar
         if many:
             self.chosen = FullFinetune(backbone_lr_scale=0.1 if similar else 1.0)
-            name = "full_finetune"
         elif similar:
-            self.chosen, name = HeadOnly(), "head_only"
+            self.chosen = HeadOnly()
         else:
-            self.chosen, name = TopBlocks(n=min(self.top_n, len(pl_module.backbone.blocks))), "top_blocks"
+            self.chosen = TopBlocks(n=min(self.top_n, len(pl_module.backbone.blocks)))
         self.report = {
             "auto/images_per_class": round(per_class, 1),
             "auto/similarity": round(similarity, 4),
             "auto/many_per_class": self.many_per_class,
             "auto/similar": self.similar,
-            "auto/choice": name,
+            "auto/choice": self.chosen.name,
         }
         log.info(
             "strategy=auto: %.1f images per class (%s ≥ %d), similarity %.3f (%s ≥ %.2f) → %s",
             per_class, "many" if many else "few", self.many_per_class, similarity,
-            "similar" if similar else "different", self.similar, name,
+            "similar" if similar else "different", self.similar, self.chosen.name,
         )
-        self.chosen.freeze_before_training(pl_module)
-        self.inference_mode = self.chosen.inference_mode
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         self.chosen.finetune_function(pl_module, epoch, optimizer)
