@@ -23,6 +23,19 @@ def tensorboard(trainer: L.Trainer):
     return logger.experiment if logger is not None and trainer.is_global_zero else None
 
 
+def log_training_views(trainer: L.Trainer, tag: str, keys: list[tuple[int, int]], title) -> None:
+    """A labelled grid of augmented training images, each key (epoch, index) as that epoch sees it."""
+    writer = tensorboard(trainer)
+    if writer is None:
+        return
+    datamodule = trainer.datamodule
+    dataset = datamodule.image_dataset("train", augment=True)
+    samples = [dataset[key] for key in keys]
+    titles = [title(key, datamodule.class_names[label]) for key, (_, label) in zip(keys, samples)]
+    images = denormalize(torch.stack([image for image, _ in samples]), datamodule.data_config)
+    writer.add_figure(tag, image_grid(images, titles), global_step=0)
+
+
 class SampleGrid(Callback):
     """Logs a grid of labelled training images as the model sees them after augmentation
     in the first epoch (the 3×3 grid the notes draw by hand)."""
@@ -31,15 +44,9 @@ class SampleGrid(Callback):
         self.count = count
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None:
-            return
-        datamodule = trainer.datamodule
-        dataset = datamodule.image_dataset("train", augment=True)
-        samples = [dataset[(0, index)] for index in range(min(self.count, len(dataset)))]
-        titles = [datamodule.class_names[label] for _, label in samples]
-        images = denormalize(torch.stack([image for image, _ in samples]), datamodule.data_config)
-        writer.add_figure("train/samples", image_grid(images, titles), global_step=0)
+        size = len(trainer.datamodule.splits["train"].labels)
+        log_training_views(trainer, "train/samples", [(0, index) for index in range(min(self.count, size))],
+                           lambda key, name: name)
 
 
 class EvaluationFigures(Callback):
@@ -51,16 +58,9 @@ class EvaluationFigures(Callback):
         self.mistakes: list[tuple[float, int, int, int]] = []  # confidence, test index, true, predicted
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None:
-            return
-        datamodule = trainer.datamodule
-        dataset = datamodule.image_dataset("train", augment=True)
-        # Keys (epoch, index): the augmentations image 0 really gets in epochs 0..8.
-        views = torch.stack([dataset[(epoch, 0)][0] for epoch in range(9)])
-        label = datamodule.class_names[dataset[(0, 0)][1]]
-        titles = [f"{label} · epoch {epoch}" for epoch in range(9)]
-        writer.add_figure("train/augmentation", image_grid(denormalize(views, datamodule.data_config), titles), 0)
+        # Keys (epoch, 0): the augmentations image 0 really gets in epochs 0..8.
+        log_training_views(trainer, "train/augmentation", [(epoch, 0) for epoch in range(9)],
+                           lambda key, name: f"{name} · epoch {key[0]}")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
