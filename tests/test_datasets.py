@@ -283,3 +283,6 @@ def test_a_short_training_run_on_each_dataset(dataset, server, tmp_path, offline
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data"] == dataset and 0 <= metrics["test/acc"] <= 1
+    # The photo datasets decode once: cats_vs_dogs into memory-mapped files, hymenoptera in memory.
+    on_disk = sorted(p.name.split("-")[1] for p in (tmp_path / "data" / "decoded_cache").glob("*.u8"))
+    assert on_disk == (["test", "train", "val"] if dataset == "cats_vs_dogs" else [])

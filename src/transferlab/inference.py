@@ -8,7 +8,7 @@ import torch
 
 from transferlab.backbones import DataConfig
 from transferlab.classifier import ImageClassifier
-from transferlab.data.base import load_rgb
+from transferlab.data.images import load_rgb
 from transferlab.data.folder import IMAGE_SUFFIXES
 from transferlab.data.scan import problem_with
 from transferlab.errors import TransferlabError

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -18,13 +18,14 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transferlab.backbones import DataConfig
+from transferlab.data.decoded import MODES as DECODE_MODES
+from transferlab.data.decoded import DecodedImages, decode_images
+from transferlab.data.images import ImageSource, load_rgb
 from transferlab.errors import TransferlabError
-from transferlab.transforms import Augment, build_transforms
+from transferlab.transforms import Augment, DecodedTransform, build_transforms, resize_size
 
 log = logging.getLogger(__name__)
 
-# An image is a file path or an in-memory uint8 array (H×W or H×W×C).
-ImageSource = Path | np.ndarray
 
 
 @dataclass
@@ -44,34 +45,33 @@ def holdout(images: Sequence[ImageSource], labels: Sequence[int], size: int | fl
     return subset(images, labels, rest), subset(images, labels, held)
 
 
-def load_rgb(source: ImageSource) -> Image.Image:
-    if isinstance(source, np.ndarray):
-        return Image.fromarray(source).convert("RGB")
-    with Image.open(source) as image:
-        return image.convert("RGB")
-
-
 class LabelledImages(Dataset):
     """Images with labels; a key `(epoch, index)` makes the random augmentation of that
     sample in that epoch a function of (seed, epoch, index) alone, so a resumed run, any
     number of workers and persistent workers all see exactly the same augmented images."""
 
-    def __init__(self, split: Split, transform: Callable, seed: int) -> None:
+    def __init__(self, split: Split, transform: Callable, seed: int, decoded: Sequence[np.ndarray] | None = None) -> None:
         self.split = split
         self.transform = transform
         self.seed = seed
+        self.decoded = decoded  # the split's images already decoded (data/decoded.py), else read files
 
     def __len__(self) -> int:
         return len(self.split.labels)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, index = key if isinstance(key, tuple) else (None, key)
-        image = load_rgb(self.split.images[index])
         if epoch is None:
-            return self.transform(image), self.split.labels[index]
+            return self.transform(self.image(index)), self.split.labels[index]
+        seed = hash((self.seed, epoch, index)) & 0x7FFF_FFFF
+        if self.decoded is not None:  # the tensor transforms draw from a generator of their own
+            return self.transform(self.image(index), random.Random(seed)), self.split.labels[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF)
-            return self.transform(image), self.split.labels[index]
+            torch.manual_seed(seed)
+            return self.transform(self.image(index)), self.split.labels[index]
+
+    def image(self, index: int) -> np.ndarray | Image.Image:
+        return self.decoded[index] if self.decoded is not None else load_rgb(self.split.images[index])
 
 
 class EpochSampler(Sampler):
@@ -120,6 +120,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
         seed: int = 42,
         pin_memory: bool | None = None,
+        decode_cache: str | None = None,
+        decode_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if data_config is None:
@@ -133,6 +135,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.seed = seed
         # Page-locked batches copy to a GPU asynchronously; pointless (and slower) without one.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        if decode_cache not in (None, *DECODE_MODES):
+            raise TransferlabError(f"decode_cache={decode_cache!r}: choose one of {', '.join(DECODE_MODES)} or null")
+        self.decode_cache, self.decode_cache_dir = decode_cache, decode_cache_dir
+        self.decoded: dict[int, DecodedImages] = {}  # by id of the split: val may double as test
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
         self.feature_views: dict[str, Dataset] = {}  # filled by feature_cache.cache_features
@@ -170,8 +176,20 @@ class ImageClassificationDataModule(L.LightningDataModule):
     # -- loaders
     def image_dataset(self, split: str, augment: bool) -> LabelledImages:
         """A split's images and labels; `augment`: the training transforms, keyed by (epoch, index)."""
+        if self.decode_cache:
+            transform = DecodedTransform(self.data_config, train=augment, augment=self.augment if augment else None)
+            return LabelledImages(self.splits[split], transform, self.seed, decoded=self.decoded_images(split))
         transform = build_transforms(self.data_config, train=augment, augment=self.augment if augment else None)
         return LabelledImages(self.splits[split], transform, self.seed)
+
+    def decoded_images(self, split: str) -> DecodedImages:
+        """The split's images decoded and resized once (`decode_cache`), then reused every epoch."""
+        images = self.splits[split].images
+        if id(self.splits[split]) not in self.decoded:
+            self.decoded[id(self.splits[split])] = decode_images(
+                images, resize_size(self.data_config), self.data_config.interpolation, self.decode_cache,
+                self.decode_cache_dir, self.num_workers, name=f"{type(self).__name__}-{split}")
+        return self.decoded[id(self.splits[split])]
 
     def loader(self, split: str, augment: bool) -> DataLoader:
         """A split's loader (`augment` also shuffles: the training loader). Over cached frozen

@@ -1,0 +1,138 @@
+"""Decode once: every image decoded and resized a single time, then kept as uint8 pixels.
+
+A JPEG photo costs milliseconds to decode and resize, every epoch. With
+`data.decode_cache=memory|disk` each image is decoded once, resized so that its
+short side is the evaluation resize (`transforms.resize_size`: 256 for 224-px
+weights), and stored as H×W×3 uint8. Later epochs read those pixels and run the
+augmentation on tensors (`transforms.DecodedTransform`): no JPEG is decoded again.
+
+- `memory`: arrays in RAM (about 0.26 MB per image at 224 px); the DataLoader's
+  forked workers share them.
+- `disk`: one memory-mapped file per split under `directory`, keyed by the files'
+  paths, sizes and modification times and the size they were resized to, so the
+  next run (or every run of a sweep) skips the decoding too. For sets larger than RAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from transferlab.data.images import ImageSource, load_rgb
+from transferlab.errors import TransferlabError
+
+log = logging.getLogger(__name__)
+
+MODES = ("memory", "disk")
+FORMAT_VERSION = 1  # bump when what is stored changes
+
+
+class DecodedImages:
+    """Decoded images by index: `images[i]` is an H×W×3 uint8 array."""
+
+    def __init__(self, arrays: list[np.ndarray] | None = None, pixels: np.ndarray | None = None,
+                 offsets: np.ndarray | None = None, shapes: np.ndarray | None = None) -> None:
+        self.arrays, self.pixels, self.offsets, self.shapes = arrays, pixels, offsets, shapes
+
+    def __len__(self) -> int:
+        return len(self.arrays) if self.arrays is not None else len(self.shapes)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if self.arrays is not None:
+            return self.arrays[index]
+        start, (height, width) = self.offsets[index], self.shapes[index]
+        # A copy: the memory-mapped file is read-only, and the copy is what reads the page cache.
+        return np.array(self.pixels[start : start + height * width * 3]).reshape(height, width, 3)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays) if self.arrays is not None else int(self.pixels.nbytes)
+
+
+def decode_resized(source: ImageSource, short_side: int, interpolation: str) -> torch.Tensor:
+    """H×W×3 uint8: exactly the evaluation Resize of `build_transforms` (same op, same rounding)."""
+    image = v2.functional.to_image(load_rgb(source))
+    resized = v2.functional.resize(image, [short_side], interpolation=v2.InterpolationMode(interpolation), antialias=True)
+    return resized.permute(1, 2, 0).contiguous()
+
+
+class _Decoding(Dataset):
+    def __init__(self, sources: Sequence[ImageSource], short_side: int, interpolation: str) -> None:
+        self.sources, self.short_side, self.interpolation = sources, short_side, interpolation
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return decode_resized(self.sources[index], self.short_side, self.interpolation)
+
+
+def cache_key(sources: Sequence[ImageSource], short_side: int, interpolation: str) -> str:
+    digest = hashlib.sha256(json.dumps([FORMAT_VERSION, short_side, interpolation]).encode())
+    for source in sources:
+        if isinstance(source, Path):
+            stat = source.stat()
+            digest.update(f"{source.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        else:
+            digest.update(hashlib.sha1(np.ascontiguousarray(source).tobytes()).digest())
+    return digest.hexdigest()[:24]
+
+
+def decode_images(sources: Sequence[ImageSource], short_side: int, interpolation: str, mode: str,
+                  directory: str | Path | None = None, num_workers: int = 0, name: str = "images") -> DecodedImages:
+    """Decode and resize every image of `sources` once (in `num_workers` processes)."""
+    if mode not in MODES:
+        raise TransferlabError(f"decode_cache={mode!r}: choose one of {', '.join(MODES)} (or null: decode every epoch)")
+    path = None
+    if mode == "disk":
+        if not directory:
+            raise TransferlabError("decode_cache=disk needs decode_cache_dir=PATH (the data configs set ${paths.data_dir}/decoded_cache)")
+        path = Path(directory).expanduser() / f"{name}-{cache_key(sources, short_side, interpolation)}.u8"
+        if path.is_file():
+            log.info("decode cache: %d %s images from %s", len(sources), name, path)
+            return _load(path)
+    loader = DataLoader(_Decoding(sources, short_side, interpolation), batch_size=None, num_workers=num_workers)
+    decoded = tqdm(loader, total=len(sources), desc=f"decoding {name} images once", unit="img",
+                   disable=len(sources) < 500, leave=False)
+    images = DecodedImages(arrays=[image.numpy() for image in decoded]) if path is None else _write(path, decoded)
+    log.info("decode cache: %d %s images decoded at short side %d px (%.0f MB, %s)",
+             len(sources), name, short_side, images.nbytes / 2**20, path or "in memory")
+    return images
+
+
+def _write(path: Path, decoded) -> DecodedImages:
+    """Stream the pixels to `<key>.u8` and the shapes to `<key>.json`; the pixel file appears last,
+    renamed into place, so an interrupted run leaves no half-written cache that a later one would trust."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # DDP ranks may write side by side
+    shapes = []
+    with open(partial, "wb") as file:
+        for image in decoded:
+            file.write(image.numpy().tobytes())
+            shapes.append(list(image.shape[:2]))
+    index = path.with_suffix(".json")
+    index_partial = index.with_name(f"{index.name}.{os.getpid()}.partial")
+    index_partial.write_text(json.dumps({"version": FORMAT_VERSION, "shapes": shapes}))
+    index_partial.replace(index)
+    partial.replace(path)
+    return _load(path)
+
+
+def _load(path: Path) -> DecodedImages:
+    shapes = np.array(json.loads(path.with_suffix(".json").read_text())["shapes"], dtype=np.int64).reshape(-1, 2)
+    sizes = shapes[:, 0] * shapes[:, 1] * 3
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    pixels = np.memmap(path, dtype=np.uint8, mode="r") if sizes.sum() else np.zeros(0, np.uint8)
+    if len(pixels) != sizes.sum():
+        raise TransferlabError(f"decode cache {path} does not match its index {path.with_suffix('.json')}: delete both")
+    return DecodedImages(pixels=pixels, offsets=offsets, shapes=shapes)

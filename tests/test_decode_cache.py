@@ -1,0 +1,166 @@
+"""The decode cache: images decoded once, the same pixels and augmentation family as the file path."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from conftest import TINY, compose_config
+from transferlab.backbones import DataConfig
+from transferlab.data import ImageFolderDataModule, decoded
+from transferlab.errors import TransferlabError
+from transferlab.run import train
+from transferlab.transforms import Augment, CropFlipRotate, affine_grid, sample_augmentation
+
+CONFIG = DataConfig(input_size=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Photo-like JPEGs of uneven sizes (landscape and portrait), two classes, train/val."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("val", 4)):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(count):
+                height, width = (150, 200) if i % 2 else (210, 140)
+                smooth = np.stack(np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height)), -1)
+                pixels = np.concatenate([smooth, rng.uniform(0, 255, (height, width, 1))], -1)
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / label / f"{i}.jpg", quality=92)
+    return root
+
+
+def datamodule(root, **options) -> ImageFolderDataModule:
+    module = ImageFolderDataModule(root=str(root), data_config=CONFIG, num_workers=0, seed=3, **options)
+    module.setup()
+    return module
+
+
+def test_decoded_evaluation_images_are_the_file_path_images(photo_folder):
+    from_files = datamodule(photo_folder).image_dataset("val", augment=False)
+    from_cache = datamodule(photo_folder, decode_cache="memory").image_dataset("val", augment=False)
+    assert from_cache.decoded is not None and from_files.decoded is None
+    for index in range(len(from_files)):
+        (expected, label), (image, cached_label) = from_files[index], from_cache[index]
+        assert image.shape == (3, 64, 64) and label == cached_label
+        assert torch.allclose(image, expected, atol=1e-5), index
+
+
+def test_decoded_images_keep_their_aspect_ratio_at_the_evaluation_resize(photo_folder):
+    images = datamodule(photo_folder, decode_cache="memory").decoded_images("train")
+    shapes = {images[i].shape for i in range(len(images))}
+    # short side round(64 / 0.875) = 73; 150×200 → 73×97, 210×140 → 109×73
+    assert shapes == {(73, 97, 3), (109, 73, 3)}
+    assert all(images[i].dtype == np.uint8 for i in range(len(images)))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("angle", [0.0, 12.0, -25.0])
+def test_one_affine_warp_equals_crop_resize_flip_rotate(flip, angle):
+    """The fused warp against torchvision's three ops on the same draw (and against the wrong
+    rotation sense, to show the comparison can fail)."""
+    rows, cols = torch.meshgrid(torch.arange(120.0), torch.arange(170.0), indexing="ij")
+    source = torch.stack([rows * 2, cols * 1.5, 128 + 60 * torch.sin(rows / 9 + cols / 13)]).round().to(torch.uint8)
+    params = CropFlipRotate(top=15, left=30, height=96, width=110, flip=flip, angle=angle)
+    ours = F.grid_sample(source[None].float(), affine_grid(params, 120, 170, 80), align_corners=False)[0]
+
+    def torchvision_ops(rotation: float) -> torch.Tensor:
+        image = TF.resized_crop(source, 15, 30, 96, 110, [80, 80], antialias=False)
+        image = TF.horizontal_flip(image) if flip else image
+        return TF.rotate(image, rotation, interpolation=TF.InterpolationMode.BILINEAR).float()
+
+    assert (ours - torchvision_ops(angle)).abs().mean() < 1.5  # two resamplings vs one
+    if angle:
+        assert (ours - torchvision_ops(-angle)).abs().mean() > 10
+
+
+def test_augmentation_draws_cover_the_configured_ranges():
+    augment = Augment(scale_min=0.5, hflip=0.5, rotation=10)
+    draws = [sample_augmentation(200, 300, augment, random.Random(seed)) for seed in range(2000)]
+    areas = np.array([d.height * d.width / (200 * 300) for d in draws])
+    ratios = np.array([d.width / d.height for d in draws])
+    angles = np.array([d.angle for d in draws])
+    assert 0.49 <= areas.min() < 0.55 and areas.max() <= 1.0
+    assert ratios.min() >= 0.74 and ratios.max() <= 1.34
+    assert all(0 <= d.top <= 200 - d.height and 0 <= d.left <= 300 - d.width for d in draws)
+    assert 0.45 < np.mean([d.flip for d in draws]) < 0.55
+    assert -10 <= angles.min() < -9 and 9 < angles.max() <= 10
+    assert sample_augmentation(200, 300, augment, random.Random(7)) == draws[7]
+
+
+def test_decoded_augmentation_is_a_function_of_seed_epoch_and_index(photo_folder):
+    dataset = datamodule(photo_folder, decode_cache="memory").image_dataset("train", augment=True)
+    torch.manual_seed(0)
+    random.seed(0)
+    first = dataset[(2, 5)][0]
+    torch.manual_seed(1)
+    random.seed(1)
+    assert torch.equal(first, dataset[(2, 5)][0])
+    assert not torch.equal(first, dataset[(3, 5)][0])
+    assert first.shape == (3, 64, 64)
+
+
+def test_the_disk_cache_is_written_once_and_reused(photo_folder, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "decoded"
+    first = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir))
+    written = first.decoded_images("train")
+    files = sorted(p.name for p in cache_dir.iterdir())
+    assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".u8"), files
+    index = json.loads((cache_dir / files[0]).read_text())
+    assert len(index["shapes"]) == 16 and (cache_dir / files[1]).stat().st_size == sum(h * w * 3 for h, w in index["shapes"])
+
+    calls = []
+    monkeypatch.setattr(decoded, "decode_resized", lambda *a: calls.append(a) or pytest.fail("decoded again"))
+    again = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
+    assert not calls and all(np.array_equal(written[i], again[i]) for i in range(16))
+    monkeypatch.undo()
+
+    # A changed file is a new key: decoded again, next to the old cache.
+    changed = sorted((photo_folder / "train" / "a").iterdir())[0]
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
+    assert len(list(cache_dir.glob("*.u8"))) == 2 and not list(cache_dir.glob("*.partial"))
+
+
+def test_an_interrupted_disk_cache_leaves_nothing_a_later_run_trusts(photo_folder, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "decoded"
+    calls = []
+
+    def failing(source, short_side, interpolation):
+        calls.append(source)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(source, short_side, interpolation)
+
+    original = decoded.decode_resized
+    monkeypatch.setattr(decoded, "decode_resized", failing)
+    with pytest.raises(KeyboardInterrupt):
+        datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
+    assert not list(cache_dir.glob("*.u8")) and not list(cache_dir.glob("*.json"))
+    monkeypatch.undo()
+    images = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
+    assert len(images) == 16
+
+
+def test_bad_decode_cache_settings_name_the_choices(photo_folder):
+    with pytest.raises(TransferlabError, match="decode_cache='ram': choose one of memory, disk or null"):
+        ImageFolderDataModule(root=str(photo_folder), data_config=CONFIG, decode_cache="ram")
+    with pytest.raises(TransferlabError, match="decode_cache=disk needs decode_cache_dir"):
+        datamodule(photo_folder, decode_cache="disk").decoded_images("train")
+
+
+def test_a_run_with_the_decode_cache_learns(colour_folder, tmp_path):
+    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "trainer.max_epochs=4",
+                 "optimizer.lr=0.01", "data.decode_cache=disk", f"data.decode_cache_dir={tmp_path / 'decoded'}"]
+    metrics = train(compose_config(overrides, tmp_path / "run"))
+    assert metrics["test/acc"] > 0.8  # three colours: chance is 1/3
+    assert len(list((tmp_path / "decoded").glob("*.u8"))) == 3, "train, val and test decoded once each"
