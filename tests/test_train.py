@@ -221,3 +221,21 @@ def test_optuna_searches_lr_weight_decay_and_strategy_on_validation_accuracy(col
     best = yaml.safe_load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml")).read_text())
     assert best["best_value"] == pytest.approx(max(r["val/acc_best"] for r in runs))
     assert {"optimizer.lr", "optimizer.weight_decay", "strategy"} <= set(best["best_params"])
+
+
+def test_compile_traces_the_backbone_and_keeps_plain_checkpoints(tiny_overrides, tmp_path):
+    """compile.enabled=true: the backbone runs as captured graphs (aot_eager here: Inductor's C++
+    build takes a minute on 2 cores), trains to the plain run's metrics, and its checkpoint
+    loads into an uncompiled model."""
+    import torch._dynamo
+
+    base = [*tiny_overrides, "model=small_cnn", "strategy=scratch", "optimizer.lr=0.01"]
+    plain = train(compose_config(base, tmp_path / "plain"))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = train(compose_config([*base, "compile.enabled=true", "compile.backend=aot_eager"], tmp_path / "compiled"))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert compiled["test/acc"] == plain["test/acc"]
+    assert compiled["test/loss"] == pytest.approx(plain["test/loss"], abs=1e-3)
+    reloaded = ImageClassifier.load_from_checkpoint(compiled["best_checkpoint"], map_location="cpu")
+    assert not any("_orig_mod" in key for key in reloaded.state_dict())
