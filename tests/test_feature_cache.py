@@ -42,3 +42,30 @@ def test_the_next_run_of_a_sweep_reuses_the_features_on_disk(colour_folder, tmp_
     assert len(passes) == 4, "nothing recomputed"
     train(compose_config([*base, "data.augment.enabled=false"], tmp_path / "c"))
     assert len(passes) == 5, "another training view: only the training features are computed again"
+
+
+def test_two_phase_trains_the_head_on_features_then_the_whole_model_on_images(colour_folder, tmp_path, monkeypatch):
+    """Phase 1 (frozen backbone) on cached features, phase 2 on images: the same run as uncached."""
+    passes = []
+    original = feature_cache.frozen_features
+    monkeypatch.setattr(feature_cache, "frozen_features", lambda *a, **k: passes.append(1) or original(*a, **k))
+    base = [*TINY, f"data.root={colour_folder}", "data.image_size=64", "optimizer.lr=0.03", "data.augment.enabled=false",
+            "strategy=two_phase", "strategy.head_epochs=2", "trainer.max_epochs=3", "feature_cache.dir=null"]
+    cached = train(compose_config([*base, "feature_cache.enabled=true"], tmp_path / "cached"))
+    assert len(passes) == 2, "one training view (no augmentation) and val; test runs on images after fine-tuning"
+    uncached = train(compose_config([*base, "feature_cache.enabled=false"], tmp_path / "uncached"))
+    assert len(passes) == 2
+    assert cached["feature_cache"] is True and uncached["feature_cache"] is False
+    assert cached["model/params/trainable"] == uncached["model/params/trainable"] > 100_000, "phase 2 trains the backbone"
+    for key in ("test/acc", "val/acc_best"):
+        assert cached[key] == pytest.approx(uncached[key], abs=1e-6), key
+    assert cached["test/loss"] == pytest.approx(uncached["test/loss"], abs=1e-3)
+
+
+def test_only_whole_frozen_epochs_use_cached_features():
+    from transferlab.freeze import FullFinetune, Gradual, HeadOnly, TopBlocks, TwoPhase
+
+    assert HeadOnly().frozen_backbone_epochs is None  # the whole run
+    assert TwoPhase(head_epochs=3).frozen_backbone_epochs == 3
+    assert Gradual(every=2).frozen_backbone_epochs == 2
+    assert FullFinetune().frozen_backbone_epochs == 0 and TopBlocks(n=1).frozen_backbone_epochs == 0

@@ -1,7 +1,9 @@
 """A frozen backbone costs one forward pass per dataset view, not one per epoch.
 
-When a strategy keeps the whole backbone frozen for the whole run (`head_only`),
-its features are computed once and the head trains on them. Training images get
+When a strategy keeps the whole backbone frozen for the whole run (`head_only`) or
+for its first epochs (`two_phase`, `gradual`), its features are computed once and
+the head trains on them while the backbone stays frozen; the datamodule switches
+back to images when the backbone starts training. Training images get
 `views` augmented versions: view v of image i is exactly the image the uncached
 run sees in epoch v (augmentation is keyed by (epoch, index)), and epoch e trains
 on view e mod `views`. So with `views` ≥ the number of epochs, or without
@@ -84,13 +86,16 @@ def split_features(module, datamodule, split: str, augment: bool, views: int, di
     return features
 
 
-def cache_features(module, datamodule, views: int, directory: str | None) -> None:
-    """Give `datamodule` feature loaders instead of image loaders for every split."""
+def cache_features(module, datamodule, views: int, directory: str | None, until_epoch: int | None = None) -> None:
+    """Give `datamodule` feature loaders instead of image loaders for every split, for the whole
+    run or (`until_epoch`) for the first epochs only: then the test split runs on images."""
     augmenting = datamodule.augment.enabled
     folder = Path(directory).expanduser() if directory else None
-    for split in ("train", "val", "test"):
+    datamodule.features_until_epoch = until_epoch
+    views = views if until_epoch is None else min(views, until_epoch)  # more would never be used
+    for split in ("train", "val") if until_epoch is not None else ("train", "val", "test"):
         augment = split == "train" and augmenting
         features = split_features(module, datamodule, split, augment, views if augment else 1, folder)
         datamodule.feature_views[split] = FeatureViews(features, datamodule.splits[split].labels)
-    log.info("feature cache: the head trains on frozen %s features (%d augmented view(s) of the training set)",
-             module.backbone.name, views if augmenting else 1)
+    log.info("feature cache: the head trains on frozen %s features (%d augmented view(s) of the training set)%s",
+             module.backbone.name, views if augmenting else 1, f" for {until_epoch} epoch(s)" if until_epoch else "")

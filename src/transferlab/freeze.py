@@ -47,9 +47,14 @@ class FreezePolicy(BaseFinetuning):
     name: str = ""  # the strategy= config it belongs to, reported in metrics.json
     # False for policies that train from random weights (the model is built without a download).
     uses_pretrained_weights: bool = True
-    # False for policies that never train the backbone (no auxiliary classifier then, and
-    # its features can be computed once: feature_cache.py).
+    # False for policies that never train the backbone (no auxiliary classifier then).
     trains_backbone: bool = True
+
+    @property
+    def frozen_backbone_epochs(self) -> int | None:
+        """How many epochs the whole backbone stays frozen from the start (None: the whole run):
+        its features can be computed once for those epochs (feature_cache.py)."""
+        return None if not self.trains_backbone else 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -148,6 +153,10 @@ class TwoPhase(FreezePolicy):
         set_trainable([pl_module.backbone], False)
         self.inference_mode = [pl_module.backbone]
 
+    @property
+    def frozen_backbone_epochs(self) -> int:
+        return self.head_epochs
+
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         if epoch >= self.head_epochs:
             lr = pl_module.hparams.optimizer["lr"] * self.unfreeze_lr_scale
@@ -193,6 +202,10 @@ class Gradual(FreezePolicy):
         if every < 1:
             raise TransferlabError(f"strategy.every={every}: unfreeze a block every 1 or more epochs")
         self.every, self.decay = every, decay
+
+    @property
+    def frozen_backbone_epochs(self) -> int:
+        return self.every
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)

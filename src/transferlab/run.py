@@ -93,6 +93,14 @@ def train(cfg: DictConfig) -> dict:
             ddp.tear_down()
 
 
+def checkpoint_to_resume_is_past(checkpoint: Path | None, frozen_epochs: int | None) -> bool:
+    """Whether a resumed run starts after the backbone's frozen epochs (cached features unused)."""
+    if checkpoint is None or frozen_epochs is None:
+        return False
+    saved_epoch = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["epoch"]
+    return saved_epoch + 1 >= frozen_epochs  # `epoch` is the last finished one
+
+
 def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path | None) -> dict:
     L.seed_everything(cfg.seed, workers=True)
 
@@ -127,15 +135,18 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
         module.backbone.compile(backend=cfg.compile.backend, mode=cfg.compile.mode, dynamic=False)
     started = time.perf_counter()  # fit time includes compilation and the frozen pass of the feature cache
-    cache = cfg.get("feature_cache") or {}
-    if cache.get("enabled") and not policy.trains_backbone:
+    cache, frozen_epochs, reload = cfg.get("feature_cache") or {}, policy.frozen_backbone_epochs, {}
+    if cache.get("enabled") and frozen_epochs != 0 and not checkpoint_to_resume_is_past(checkpoint_to_resume, frozen_epochs):
         if torch.cuda.is_available() and cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda"):
             module.cuda()  # the one forward pass runs where training will
-        cache_features(module, datamodule, views=cache.views, directory=cache.get("dir"))
+        cache_features(module, datamodule, views=cache.views, directory=cache.get("dir"), until_epoch=frozen_epochs)
+        if frozen_epochs is not None:  # new loaders (images) when the backbone starts training
+            reload = {"reload_dataloaders_every_n_epochs": frozen_epochs}
     callbacks = [policy, SeedEachBatch(cfg.seed), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], **placement)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
+                                     **placement, **reload)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
     fit_seconds = time.perf_counter() - started

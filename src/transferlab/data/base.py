@@ -142,6 +142,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
         self.feature_views: dict[str, Dataset] = {}  # filled by feature_cache.cache_features
+        # Cached features stand in for images until this epoch (None: the whole run, head_only);
+        # two_phase switches back to images when it unfreezes the backbone.
+        self.features_until_epoch: int | None = None
 
     # -- what a dataset provides
     def find_splits(self) -> tuple[list[str], dict[str, Split]]:
@@ -194,7 +197,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def loader(self, split: str, augment: bool) -> DataLoader:
         """A split's loader (`augment` also shuffles: the training loader). Over cached frozen
         features instead of images once `feature_cache.cache_features` has filled `feature_views`."""
-        cached = self.feature_views.get(split)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        in_use = self.features_until_epoch is None or epoch < self.features_until_epoch
+        cached = self.feature_views.get(split) if in_use else None
         dataset = cached if cached is not None else self.image_dataset(split, augment)
         workers = 0 if cached is not None else self.num_workers  # features are already in memory
         sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment)
