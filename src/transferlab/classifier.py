@@ -60,20 +60,22 @@ class ImageClassifier(L.LightningModule):
         # Set by a freeze policy before the optimizer is built; one factor per backbone block.
         self.block_lr_scales: list[float] = [1.0] * len(self.backbone.blocks)
 
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # validate_args=False: the checks call torch.unique on the labels, a device sync every step.
+        checked = {"validate_args": False}
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         # Saved in checkpoints so a resumed run reports the same best accuracy.
         self.val_acc_best.persistent(True)
         # For the figures and the per-class report (callbacks.EvaluationFigures, metrics.json).
-        self.val_confusion = MulticlassConfusionMatrix(num_classes)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.val_confusion = MulticlassConfusionMatrix(num_classes, **checked)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, **checked)
         self.test_per_class = MetricCollection({
-            "precision": MulticlassPrecision(num_classes, average=None),
-            "recall": MulticlassRecall(num_classes, average=None),
-            "f1": MulticlassF1Score(num_classes, average=None),
+            "precision": MulticlassPrecision(num_classes, average=None, **checked),
+            "recall": MulticlassRecall(num_classes, average=None, **checked),
+            "f1": MulticlassF1Score(num_classes, average=None, **checked),
         })
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
