@@ -34,6 +34,12 @@ def write_colour_images(folder: Path, per_class: int, seed: int, size: int = 40)
             Image.fromarray(pixels.astype(np.uint8)).save(folder / name / f"{name}_{i:03d}.jpg", quality=90)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def data_dir_outside_the_checkout(tmp_path_factory):
+    """Feature and decode caches that runs keep under paths.data_dir go to a temporary folder."""
+    os.environ["TRANSFERLAB_DATA"] = str(tmp_path_factory.mktemp("data"))
+
+
 @pytest.fixture(scope="session")
 def colour_folder(tmp_path_factory) -> Path:
     """root/{train,val,test}/{red,green,blue}/*.jpg"""
