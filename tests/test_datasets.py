@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -226,6 +227,28 @@ def test_the_scan_is_cached_and_redone_for_changed_files(server, tmp_path, monke
     again.setup()
     assert checked == ["zero.jpg"]
     assert "zero.jpg" not in (tmp_path / "PetImages" / "bad_images.txt").read_text()
+
+
+def test_a_large_folder_is_checked_on_every_core_with_the_same_result(tmp_path, monkeypatch):
+    from transferlab.data import scan
+
+    good, broken = jpeg(1), {"empty.jpg": b"", "cut.jpg": jpeg(2)[:200], "text.jpg": b"not an image"}
+    count = scan.PARALLEL_FROM + 20
+    for i in range(count):
+        (tmp_path / f"{i:04d}.jpg").write_bytes(good)
+    for name, data in broken.items():
+        (tmp_path / name).write_bytes(data)
+    files = sorted(tmp_path.glob("*.jpg"))
+    pools = []
+    original_pool = scan.ProcessPoolExecutor
+    monkeypatch.setattr(scan, "ProcessPoolExecutor", lambda **options: pools.append(options) or original_pool(**options))
+    in_parallel = scan.scan(tmp_path, files)
+    parallel_report = (tmp_path / scan.REPORT_NAME).read_text()
+    (tmp_path / scan.CACHE_NAME).unlink()
+    monkeypatch.setattr(scan, "PARALLEL_FROM", 10**9)
+    assert scan.scan(tmp_path, files) == in_parallel and len(pools) == (1 if len(os.sched_getaffinity(0)) > 1 else 0)
+    assert len(in_parallel) == count and (tmp_path / scan.REPORT_NAME).read_text() == parallel_report
+    assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in parallel_report.splitlines()) == sorted(broken)
 
 
 def test_a_class_folder_with_only_broken_files_is_an_error_before_training(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from conftest import TINY, compose_config
 from transferlab import feature_cache
-from transferlab.run import train
+from transferlab.run import features_pay_off, train
 
 
 def head_weights(metrics: dict) -> dict[str, torch.Tensor]:
@@ -69,3 +69,6 @@ def test_only_whole_frozen_epochs_use_cached_features():
     assert TwoPhase(head_epochs=3).frozen_backbone_epochs == 3
     assert Gradual(every=2).frozen_backbone_epochs == 2
     assert FullFinetune().frozen_backbone_epochs == 0 and TopBlocks(n=1).frozen_backbone_epochs == 0
+    # Worth it only when the frozen epochs outnumber the views the cache must compute.
+    assert features_pay_off(None, 2) and features_pay_off(3, 2) and features_pay_off(2, 1)
+    assert not features_pay_off(2, 2) and not features_pay_off(0, 1)

@@ -92,7 +92,6 @@ def cache_features(module, datamodule, views: int, directory: str | None, until_
     augmenting = datamodule.augment.enabled
     folder = Path(directory).expanduser() if directory else None
     datamodule.features_until_epoch = until_epoch
-    views = views if until_epoch is None else min(views, until_epoch)  # more would never be used
     for split in ("train", "val") if until_epoch is not None else ("train", "val", "test"):
         augment = split == "train" and augmenting
         features = split_features(module, datamodule, split, augment, views if augment else 1, folder)

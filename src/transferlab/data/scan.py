@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -19,6 +22,7 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 CACHE_NAME = ".transferlab-scan.json"
+PARALLEL_FROM = 500  # files; fewer are checked faster than worker processes start
 REPORT_NAME = "bad_images.txt"
 
 
@@ -32,6 +36,16 @@ def problem_with(path: Path) -> str | None:
     except Exception as error:  # UnidentifiedImageError, truncated data, decoder errors
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def checked_in_parallel(paths: list[Path]) -> Iterator[str | None]:
+    """`problem_with` each path, in order; on every core for a large folder (25,000 PetImages)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if len(paths) < PARALLEL_FROM or cores < 2:
+        yield from map(problem_with, paths)
+        return
+    with ProcessPoolExecutor(max_workers=cores) as pool:
+        yield from pool.map(problem_with, paths, chunksize=64)
 
 
 def scan(root: Path, files: list[Path]) -> list[Path]:
@@ -50,9 +64,10 @@ def scan(root: Path, files: list[Path]) -> list[Path]:
             fresh[key] = cache[key]
         else:
             to_check.append((key, path, signature))
-    for key, path, signature in tqdm(to_check, desc=f"checking images in {root.name}", unit="img",
-                                     disable=len(to_check) < 500, leave=False):
-        fresh[key] = [*signature, problem_with(path)]
+    problems = tqdm(checked_in_parallel([path for _, path, _ in to_check]), total=len(to_check),
+                    desc=f"checking images in {root.name}", unit="img", disable=len(to_check) < PARALLEL_FROM, leave=False)
+    for (key, _, signature), problem in zip(to_check, problems):
+        fresh[key] = [*signature, problem]
     for path in files:
         problem = fresh[str(path.relative_to(root))][2]
         (bad if problem else usable).append((path, problem))
