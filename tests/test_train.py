@@ -239,3 +239,16 @@ def test_compile_traces_the_backbone_and_keeps_plain_checkpoints(tiny_overrides,
     assert compiled["test/loss"] == pytest.approx(plain["test/loss"], abs=1e-3)
     reloaded = ImageClassifier.load_from_checkpoint(compiled["best_checkpoint"], map_location="cpu")
     assert not any("_orig_mod" in key for key in reloaded.state_dict())
+
+
+@pytest.mark.parametrize("strategy", ["scratch", "head_only"])
+def test_bf16_mixed_precision_trains_and_keeps_float32_weights(strategy, tiny_overrides, tmp_path):
+    """trainer.precision=bf16-mixed (trainer=gpu's default) through the whole run, on CPU autocast:
+    images (scratch) and cached features (head_only) alike."""
+    model = "model=small_cnn" if strategy == "scratch" else "model=efficientnet_lite0"
+    overrides = [*tiny_overrides, model, f"strategy={strategy}", "optimizer.lr=0.01", "trainer.max_epochs=3",
+                 "trainer.precision=bf16-mixed", "feature_cache.dir=null", "data.image_size=64"]
+    metrics = train(compose_config(overrides, tmp_path))
+    assert metrics["test/acc"] > 0.8  # three colours: chance is 1/3
+    state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    assert {v.dtype for k, v in state.items() if v.is_floating_point()} == {torch.float32}
