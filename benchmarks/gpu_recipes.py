@@ -190,7 +190,7 @@ def main() -> None:
     throughput = {}
     for switch in switches:
         throughput[switch] = round(step_throughput(args, device, switch), 1)
-        print(f"{switch:36s} {throughput[switch]:9.1f} img/s")
+        print(f"{switch:36s} {throughput[switch]:9.1f} img/s  ({throughput[switch] / next(iter(throughput.values())):.2f}×)")
 
     precision = "bf16-mixed" if on_gpu else "32-true"
     loader = DataLoader(SyntheticBatches(args.warmup + args.steps, args.batch_size, args.size, 10, on_gpu), batch_size=None)
@@ -207,6 +207,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "gpu_recipes", "device": gpu_name or f"cpu ({torch.get_num_threads()} threads)", "model": args.model,
         "size": args.size, "batch_size": args.batch_size, "steps": args.steps, "img_per_s": throughput,
+        "speedup_vs_first": {k: round(v / next(iter(throughput.values())), 2) for k, v in throughput.items()},
         "lightning_precision": precision, "plain_img_per_s": round(max(plain), 1),
         "lightning_img_per_s": round(max(lightning), 1), "lightning_overhead": round(overhead, 4),
         "nvidia_published_img_per_s": published,

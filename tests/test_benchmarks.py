@@ -21,7 +21,7 @@ FIGURES = {  # keys each JSON line must carry
     "decode_cache": ("imagefolder_pil_epoch_s", "decode_cache_epoch_s", "decode_pass_s", "speedup"),
     "feature_cache": ("uncached_s", "cached_s", "floor_s", "speedup", "floor_ratio"),
     "channels_last": ("speedup",),
-    "gpu_recipes": ("img_per_s", "plain_img_per_s", "lightning_img_per_s", "lightning_overhead"),
+    "gpu_recipes": ("img_per_s", "speedup_vs_first", "plain_img_per_s", "lightning_img_per_s", "lightning_overhead"),
 }
 
 

@@ -115,16 +115,21 @@ def _write(path: Path, decoded) -> DecodedImages:
     renamed into place, so an interrupted run leaves no half-written cache that a later one would trust."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # DDP ranks may write side by side
-    shapes = []
-    with open(partial, "wb") as file:
-        for image in decoded:
-            file.write(image.numpy().tobytes())
-            shapes.append(list(image.shape[:2]))
     index = path.with_suffix(".json")
     index_partial = index.with_name(f"{index.name}.{os.getpid()}.partial")
-    index_partial.write_text(json.dumps({"version": FORMAT_VERSION, "shapes": shapes}))
-    index_partial.replace(index)
-    partial.replace(path)
+    shapes = []
+    try:
+        with open(partial, "wb") as file:
+            for image in decoded:
+                file.write(image.numpy().tobytes())
+                shapes.append(list(image.shape[:2]))
+        index_partial.write_text(json.dumps({"version": FORMAT_VERSION, "shapes": shapes}))
+        index_partial.replace(index)
+        partial.replace(path)
+    except BaseException:  # interrupted, disk full: leave nothing behind
+        partial.unlink(missing_ok=True)
+        index_partial.unlink(missing_ok=True)
+        raise
     return _load(path)
 
 
