@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 TOY_RUNS = {
-    "decode_cache": ["--images", "24", "--epochs", "1", "--workers", "0"],
+    "decode_cache": ["--images", "24", "--epochs", "1", "--workers", "1"],  # a worker process, as by default
     "feature_cache": ["--images", "20", "--size", "32", "--epochs", "2"],
     "channels_last": ["--size", "32", "--batch", "4", "--repeats", "1"],
     "gpu_recipes": ["--device", "cpu", "--model", "small_cnn", "--size", "32", "--batch-size", "4", "--warmup", "1", "--steps", "2"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 
 import numpy as np
@@ -122,6 +123,9 @@ def test_the_disk_cache_is_written_once_and_reused(photo_folder, tmp_path, monke
     monkeypatch.setattr(decoded, "decode_resized", lambda *a: calls.append(a) or pytest.fail("decoded again"))
     again = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
     assert not calls and all(np.array_equal(written[i], again[i]) for i in range(16))
+    # What a spawned loader worker receives: the file's name, not its pixels.
+    pickled = pickle.dumps(again)
+    assert len(pickled) < again.nbytes / 10 and np.array_equal(pickle.loads(pickled)[3], written[3])
     monkeypatch.undo()
 
     # A changed file is a new key: decoded again, next to the old cache.

@@ -41,8 +41,17 @@ class DecodedImages:
     """Decoded images by index: `images[i]` is an H×W×3 uint8 array."""
 
     def __init__(self, arrays: list[np.ndarray] | None = None, pixels: np.ndarray | None = None,
-                 offsets: np.ndarray | None = None, shapes: np.ndarray | None = None) -> None:
-        self.arrays, self.pixels, self.offsets, self.shapes = arrays, pixels, offsets, shapes
+                 offsets: np.ndarray | None = None, shapes: np.ndarray | None = None, path: Path | None = None) -> None:
+        self.arrays, self.pixels, self.offsets, self.shapes, self.path = arrays, pixels, offsets, shapes, path
+
+    def __getstate__(self) -> dict:
+        # Loader workers started by spawn/forkserver get the file's name, not a copy of its pixels.
+        return {**vars(self), "pixels": None} if self.path is not None else vars(self)
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state)
+        if self.path is not None:
+            self.pixels = _open_pixels(self.path, int((self.shapes[:, 0] * self.shapes[:, 1] * 3).sum()))
 
     def __len__(self) -> int:
         return len(self.arrays) if self.arrays is not None else len(self.shapes)
@@ -137,7 +146,11 @@ def _load(path: Path) -> DecodedImages:
     shapes = np.array(json.loads(path.with_suffix(".json").read_text())["shapes"], dtype=np.int64).reshape(-1, 2)
     sizes = shapes[:, 0] * shapes[:, 1] * 3
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    pixels = np.memmap(path, dtype=np.uint8, mode="r") if sizes.sum() else np.zeros(0, np.uint8)
-    if len(pixels) != sizes.sum():
+    return DecodedImages(pixels=_open_pixels(path, int(sizes.sum())), offsets=offsets, shapes=shapes, path=path)
+
+
+def _open_pixels(path: Path, expected_bytes: int) -> np.ndarray:
+    pixels = np.memmap(path, dtype=np.uint8, mode="r") if expected_bytes else np.zeros(0, np.uint8)
+    if len(pixels) != expected_bytes:
         raise TransferlabError(f"decode cache {path} does not match its index {path.with_suffix('.json')}: delete both")
-    return DecodedImages(pixels=pixels, offsets=offsets, shapes=shapes)
+    return pixels
