@@ -72,3 +72,11 @@ def test_only_whole_frozen_epochs_use_cached_features():
     # Worth it only when the frozen epochs outnumber the views the cache must compute.
     assert features_pay_off(None, 2) and features_pay_off(3, 2) and features_pay_off(2, 1)
     assert not features_pay_off(2, 2) and not features_pay_off(0, 1)
+
+
+def test_auto_decides_before_training_so_that_its_head_only_uses_the_cache(colour_folder, tmp_path):
+    overrides = [*TINY, f"data.root={colour_folder}", "data.image_size=64", "strategy=auto", "feature_cache.dir=null"]
+    metrics = train(compose_config(overrides, tmp_path))
+    assert metrics["auto/choice"] == "head_only" and metrics["feature_cache"] is True
+    assert metrics["model/params/trainable"] == 1280 * 3 + 3  # efficientnet_lite0's features → 3 classes
+    assert metrics["test/acc"] > 0.8

@@ -60,6 +60,10 @@ class FreezePolicy(BaseFinetuning):
         super().__init__()
         self.inference_mode: list[nn.Module] = []
 
+    def prepare(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+        """Called by `run.train` before training (and before the feature cache): a policy that
+        looks at the data first (auto) decides here. Nothing to do by default."""
+
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         """No phase change by default."""
 
@@ -240,16 +244,24 @@ class Auto(FreezePolicy):
         self.chosen: FreezePolicy | None = None
         self.report: dict[str, float | str] = {}
 
+    @property
+    def frozen_backbone_epochs(self) -> int | None:
+        # Known once decided: run.train decides before the feature cache, so head_only uses it.
+        return self.chosen.frozen_backbone_epochs if self.chosen is not None else 0
+
+    def prepare(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+        if self.chosen is None:
+            self.decide(pl_module, datamodule)
+
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         if self.chosen is None:  # decided once; testing re-runs this setup
-            self.decide(pl_module)
+            self.decide(pl_module, pl_module.trainer.datamodule)
         self.chosen.freeze_before_training(pl_module)
         self.inference_mode = self.chosen.inference_mode
 
-    def decide(self, pl_module: L.LightningModule) -> None:
+    def decide(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
         from transferlab.transferability import frozen_features, linear_probe_score
 
-        datamodule = pl_module.trainer.datamodule
         pl_module.backbone.eval()
         features, labels = frozen_features(pl_module.features, datamodule.loader("train", augment=False), self.max_images,
                                            device=pl_module.device)

@@ -100,6 +100,27 @@ def features_pay_off(frozen_epochs: int | None, views: int) -> bool:
     return frozen_epochs is None or frozen_epochs > views
 
 
+def pre_fit_device(cfg: DictConfig) -> torch.device:
+    """The device training will use, for the passes before fit (auto's probe, the feature cache)."""
+    if not torch.cuda.is_available() or cfg.trainer.get("accelerator") not in ("auto", "gpu", "cuda"):
+        return torch.device("cpu")
+    if cfg.get("gpu_per_job"):
+        return torch.device("cuda", job_devices(HydraConfig.get().job.num)[0])
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # under DDP: this rank's GPU
+
+
+def prepare_feature_cache(cfg: DictConfig, policy, module: ImageClassifier, datamodule, checkpoint: Path | None) -> dict:
+    """Cache the frozen backbone's features when that pays off; returns the trainer options it needs."""
+    cache, frozen_epochs = cfg.get("feature_cache") or {}, policy.frozen_backbone_epochs
+    views = cache.get("views", 1) if datamodule.augment.enabled else 1
+    if (not cache.get("enabled") or not features_pay_off(frozen_epochs, views)
+            or checkpoint_to_resume_is_past(checkpoint, frozen_epochs)):
+        return {}
+    cache_features(module, datamodule, views=cache.views, directory=cache.get("dir"), until_epoch=frozen_epochs)
+    # Partly frozen runs (two_phase): new loaders, over images, when the backbone starts training.
+    return {} if frozen_epochs is None else {"reload_dataloaders_every_n_epochs": frozen_epochs}
+
+
 def checkpoint_to_resume_is_past(checkpoint: Path | None, frozen_epochs: int | None) -> bool:
     """Whether a resumed run starts after the backbone's frozen epochs (cached features unused)."""
     if checkpoint is None or frozen_epochs is None:
@@ -138,19 +159,13 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         channels_last=cfg.channels_last,
         backbone=backbone,
     )
+    started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
+    module.to(pre_fit_device(cfg))  # the passes before fit run where training will
+    policy.prepare(module, datamodule)  # strategy=auto decides here, so that head_only gets the cache
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
         module.backbone.compile(backend=cfg.compile.backend, mode=cfg.compile.mode, dynamic=False)
-    started = time.perf_counter()  # fit time includes compilation and the frozen pass of the feature cache
-    cache, frozen_epochs, reload = cfg.get("feature_cache") or {}, policy.frozen_backbone_epochs, {}
-    views = cache.get("views", 1) if datamodule.augment.enabled else 1
-    if (cache.get("enabled") and features_pay_off(frozen_epochs, views)
-            and not checkpoint_to_resume_is_past(checkpoint_to_resume, frozen_epochs)):
-        if torch.cuda.is_available() and cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda"):
-            module.cuda()  # the one forward pass runs where training will
-        cache_features(module, datamodule, views=cache.views, directory=cache.get("dir"), until_epoch=frozen_epochs)
-        if frozen_epochs is not None:  # new loaders (images) when the backbone starts training
-            reload = {"reload_dataloaders_every_n_epochs": frozen_epochs}
+    reload = prepare_feature_cache(cfg, policy, module, datamodule, checkpoint_to_resume)
     callbacks = [policy, SeedEachBatch(cfg.seed), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
