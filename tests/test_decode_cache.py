@@ -168,3 +168,25 @@ def test_a_run_with_the_decode_cache_learns(colour_folder, tmp_path):
     metrics = train(compose_config(overrides, tmp_path / "run"))
     assert metrics["test/acc"] > 0.8  # three colours: chance is 1/3
     assert len(list((tmp_path / "decoded").glob("*.u8"))) == 3, "train, val and test decoded once each"
+
+
+def test_the_cache_tool_reports_and_clears_the_caches(tmp_path, offline_env):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    for name, size in (("feature_cache/train-1.pt", 1000), ("decoded_cache/a.u8", 3000), ("decoded_cache/a.json", 10)):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x" * size)
+
+    def cache(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "src" / "cache.py"), f"data_dir={tmp_path}", *options],
+                              env=offline_env, capture_output=True, text=True, timeout=60)
+
+    listed = cache()
+    assert listed.returncode == 0 and "feature_cache\t1 files" in listed.stdout and "decoded_cache\t2 files" in listed.stdout
+    cleared = cache("clear=decoded_cache")
+    assert "(deleted)" in cleared.stdout and not (tmp_path / "decoded_cache").exists() and (tmp_path / "feature_cache").exists()
+    wrong = cache("clear=everything")
+    assert wrong.returncode == 1 and "use clear=true or one of feature_cache, decoded_cache" in wrong.stderr
