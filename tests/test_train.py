@@ -252,3 +252,25 @@ def test_bf16_mixed_precision_trains_and_keeps_float32_weights(strategy, tiny_ov
     assert metrics["test/acc"] > 0.8  # three colours: chance is 1/3
     state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     assert {v.dtype for k, v in state.items() if v.is_floating_point()} == {torch.float32}
+
+
+def test_passes_before_fit_run_on_the_gpu_that_training_will_use(monkeypatch, tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import read_write
+
+    from transferlab.run import pre_fit_device
+
+    cfg = compose_config(["trainer=gpu"], tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pre_fit_device(cfg) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert pre_fit_device(cfg) == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP child
+    assert pre_fit_device(cfg) == torch.device("cuda", 1)
+    cfg.gpu_per_job = True
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().job.num = 6
+    assert pre_fit_device(cfg) == torch.device("cuda", 2), "job 6 of a sweep over 4 GPUs"
+    assert pre_fit_device(compose_config(["trainer=cpu"], tmp_path)) == torch.device("cpu")
