@@ -50,15 +50,15 @@ class FreezePolicy(BaseFinetuning):
     # False for policies that never train the backbone (no auxiliary classifier then).
     trains_backbone: bool = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.inference_mode: list[nn.Module] = []
+
     @property
     def frozen_backbone_epochs(self) -> int | None:
         """How many epochs the whole backbone stays frozen from the start (None: the whole run):
         its features can be computed once for those epochs (feature_cache.py)."""
         return None if not self.trains_backbone else 0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inference_mode: list[nn.Module] = []
 
     def prepare(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
         """Called by `run.train` before training (and before the feature cache): a policy that

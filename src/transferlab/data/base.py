@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +25,6 @@ from transferlab.errors import TransferlabError
 from transferlab.transforms import Augment, DecodedTransform, build_transforms, resize_size
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
