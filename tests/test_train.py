@@ -269,6 +269,8 @@ def test_passes_before_fit_run_on_the_gpu_that_training_will_use(monkeypatch, tm
     assert pre_fit_device(cfg) == torch.device("cuda", 0)
     monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP child
     assert pre_fit_device(cfg) == torch.device("cuda", 1)
+    cfg.trainer.devices = [2, 3]  # an explicit list of GPUs: rank 1 trains on the second
+    assert pre_fit_device(cfg) == torch.device("cuda", 3)
     cfg.gpu_per_job = True
     with read_write(HydraConfig.get()):
         HydraConfig.get().job.num = 6

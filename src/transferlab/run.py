@@ -106,7 +106,9 @@ def pre_fit_device(cfg: DictConfig) -> torch.device:
         return torch.device("cpu")
     if cfg.get("gpu_per_job"):
         return torch.device("cuda", job_devices(HydraConfig.get().job.num)[0])
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # under DDP: this rank's GPU
+    rank = int(os.environ.get("LOCAL_RANK", "0"))  # under DDP: this rank's GPU
+    devices = cfg.trainer.get("devices")
+    return torch.device("cuda", int(devices[rank]) if OmegaConf.is_list(devices) else rank)  # trainer.devices=[2,3]
 
 
 def prepare_feature_cache(cfg: DictConfig, policy, module: ImageClassifier, datamodule, checkpoint: Path | None) -> dict:
