@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from transferlab.errors import TransferlabError
+from transferlab.errors import TransferlabError, run_script
 
 CACHES = ("feature_cache", "decoded_cache")
 
@@ -55,8 +54,4 @@ def main(arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except TransferlabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    run_script(main)

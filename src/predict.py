@@ -14,7 +14,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from transferlab.errors import TransferlabError
+from transferlab.errors import TransferlabError, run_script
 from transferlab.inference import image_files, load_classifier, predict
 
 
@@ -40,8 +40,4 @@ def main(arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except TransferlabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    run_script(main)

@@ -3,6 +3,9 @@
 `src/train.py` prints these as one clear message instead of a traceback.
 """
 
+import sys
+from collections.abc import Callable
+
 
 class TransferlabError(Exception):
     """Bad input: an unknown name, a missing file, conflicting options."""
@@ -10,3 +13,12 @@ class TransferlabError(Exception):
 
 class PretrainedWeightsUnavailable(TransferlabError):
     """Pretrained weights are neither cached nor downloadable."""
+
+
+def run_script(main: Callable[[list[str]], int]) -> None:
+    """Run a script's `main(arguments)`: its exit status, or one `error: …` line and status 1."""
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except TransferlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
