@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from transferlab.data.images import sources_digest
 from transferlab.transferability import frozen_features
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,13 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
     for name, tensor in module.backbone.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    images = datamodule.splits[split].images
     described = {
         "data_config": datamodule.data_config.to_dict(),
         "augment": vars(datamodule.augment) if augment else None,
         "views": views,
         "seed": datamodule.seed,
         "labels": datamodule.splits[split].labels,
-        "images": [str(p) if isinstance(p, Path) else hashlib.sha1(p.tobytes()).hexdigest() for p in images],
-        "mtimes": [p.stat().st_mtime_ns for p in images if isinstance(p, Path)],
+        "images": sources_digest(datamodule.splits[split].images),
     }
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:24]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -99,11 +100,17 @@ def sample_augmentation(height: int, width: int, augment: Augment, rng: random.R
     return CropFlipRotate(top, left, crop_height, crop_width, flip, angle)
 
 
+@functools.cache
+def pixel_centres(size: int) -> torch.Tensor:
+    """Centres of `size` pixels in [-1, 1] (align_corners=False); computed once per size, read-only."""
+    return (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
+
+
 def affine_grid(params: CropFlipRotate, height: int, width: int, size: int) -> torch.Tensor:
     """(1, size, size, 2) source coordinates in [-1, 1] (grid_sample's convention, align_corners=False)
     for every output pixel of crop → resize to size×size → flip → rotate about the centre."""
     # Output pixel centres in [-1, 1]; undo the rotation (counter-clockwise by `angle`, as torchvision's)...
-    centres = (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
+    centres = pixel_centres(size)
     x, y = centres.view(1, size), centres.view(size, 1)
     cos, sin = math.cos(math.radians(params.angle)), math.sin(math.radians(params.angle))
     flip = -1.0 if params.flip else 1.0  # ...then the flip...

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from transferlab.data.images import ImageSource, load_rgb
+from transferlab.data.images import ImageSource, load_rgb, sources_digest
 from transferlab.errors import TransferlabError
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,8 @@ class _Decoding(Dataset):
 
 
 def cache_key(sources: Sequence[ImageSource], short_side: int, interpolation: str) -> str:
-    digest = hashlib.sha256(json.dumps([FORMAT_VERSION, short_side, interpolation]).encode())
-    for source in sources:
-        if isinstance(source, Path):
-            stat = source.stat()
-            digest.update(f"{source.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        else:
-            digest.update(hashlib.sha1(np.ascontiguousarray(source).tobytes()).digest())
-    return digest.hexdigest()[:24]
+    described = json.dumps([FORMAT_VERSION, short_side, interpolation, sources_digest(sources)])
+    return hashlib.sha256(described.encode()).hexdigest()[:24]
 
 
 def decode_images(sources: Sequence[ImageSource], short_side: int, interpolation: str, mode: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,3 +18,16 @@ def load_rgb(source: ImageSource) -> Image.Image:
         return Image.fromarray(source).convert("RGB")
     with Image.open(source) as image:
         return image.convert("RGB")
+
+
+def sources_digest(sources: Sequence[ImageSource]) -> str:
+    """Identifies a list of images for the caches: each file by path, size and modification
+    time (an edited file is a new image), each in-memory array by its bytes."""
+    digest = hashlib.sha256()
+    for source in sources:
+        if isinstance(source, Path):
+            stat = source.stat()
+            digest.update(f"{source.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        else:
+            digest.update(hashlib.sha1(np.ascontiguousarray(source).tobytes()).digest())
+    return digest.hexdigest()
