@@ -55,24 +55,34 @@ class Backbone(nn.Module):
         # Inception v3 with its auxiliary classifier: in train mode `features` returns
         # (pooled features, auxiliary features of this size).
         self.aux_features = aux_features
-        # A plain list: the blocks are views into `features`, not extra registered modules.
-        self.blocks: list[nn.Module] = blocks
+        # Blocks are kept as module paths inside `features` and resolved on every access: a
+        # conversion that swaps modules after building (sync BatchNorm, wrappers) must not leave
+        # the freeze policies holding the old objects (a "frozen" BN would then update its statistics).
         _check_blocks(name, features, blocks)
+        self.block_paths: list[tuple[str, ...]] = _module_paths(features, blocks)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.features(images)
 
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The blocks, stem first, as the modules `features` holds now."""
+        return [self.block(index) for index in range(len(self.block_paths))]
+
+    def block(self, index: int) -> nn.Module:
+        modules = [self.features.get_submodule(path) for path in self.block_paths[index]]
+        return modules[0] if len(modules) == 1 else nn.ModuleList(modules)
+
     def block_names(self) -> list[str]:
         """Readable names of the blocks: their module paths inside `features`."""
-        where = {id(module): name for name, module in self.features.named_modules()}
-        names = []
-        for block in self.blocks:
-            if id(block) in where:
-                names.append(where[id(block)] or "(all)")
-            else:  # a ModuleList grouping several modules
-                parts = [where[id(m)] for m in block.children()]
-                names.append(parts[0] if len(parts) == 1 else f"{parts[0]} … {parts[-1]}")
-        return names
+        return [(paths[0] or "(all)") if len(paths) == 1 else f"{paths[0]} … {paths[-1]}" for paths in self.block_paths]
+
+
+def _module_paths(features: nn.Module, blocks: list[nn.Module]) -> list[tuple[str, ...]]:
+    """Each block as the paths of its modules in `features`: its own path, or, for a ModuleList
+    that groups several modules (ResNet's stem conv1 + bn1), the paths of what it groups."""
+    where = {id(module): name for name, module in features.named_modules(remove_duplicate=False)}
+    return [(where[id(block)],) if id(block) in where else tuple(where[id(m)] for m in block.children()) for block in blocks]
 
 
 def _check_blocks(name: str, features: nn.Module, blocks: list[nn.Module]) -> None:
@@ -272,17 +282,36 @@ def _build_timm(name: str, pretrained: bool, weights_name: str | None) -> Backbo
     return Backbone(name, model, model.num_features, _timm_blocks(model), _timm_data_config(model))
 
 
+# Resolution of each packaged EfficientNet-Lite: TF's efficientnet_lite_builder.py
+# (width, depth, resolution) table, which efficientnet-lite-pytorch copies.
+LITE_RESOLUTION = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+
+
+def _packaged_lite_data_config(name: str) -> DataConfig:
+    """Preprocessing of the TF EfficientNet-Lite training the packaged weights come from.
+
+    TF's ImageNet eval (efficientnet/preprocessing.py) crops the centre square of
+    size / (size + 32) of the short side and resizes it bicubically: crop_pct
+    0.875 (224), 0.882 (240), 0.890 (260), as timm's tf_efficientnet_lite cfgs.
+    Lite models normalise "inception style", (x - 127) / 128 on 0-255 pixels (kept
+    simple for quantisation): mean = std = 0.5 on [0, 1], as timm declares; the
+    exact 127/255, 128/255 differ by at most 1/128 of the input.
+    """
+    size = LITE_RESOLUTION[name]
+    return DataConfig(input_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic",
+                      crop_pct=size / (size + 32))
+
+
 def _build_packaged_lite(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
     import timm
 
-    model = timm.create_model(name, pretrained=False)
+    # Also without pretrained weights: a checkpoint reload (pretrained=False) must build
+    # the same architecture so that the saved state dict fits.
+    model = timm.create_model(weight_sources.packaged_lite_arch(name), pretrained=False)
     if pretrained:
         weight_sources.load_packaged_lite(name, model)
     model.reset_classifier(0)
-    # The packaged weights were trained on whole images, ImageNet-normalised:
-    # no centre crop (crop_pct 1.0) and bilinear resizing classify them best.
-    config = _timm_data_config(model, interpolation="bilinear", crop_pct=1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    return Backbone(name, model, model.num_features, _timm_blocks(model), config)
+    return Backbone(name, model, model.num_features, _timm_blocks(model), _packaged_lite_data_config(name))
 
 
 def _build_small_cnn(name: str, pretrained: bool, weights_name: str | None) -> Backbone:

@@ -77,15 +77,23 @@ class EvaluationFigures(Callback):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
-        # The test loader is unshuffled: position in the batch gives the test index (on one device).
-        first = batch_idx * trainer.datamodule.batch_size
+        # The test loader is unshuffled and each rank takes every world_size-th image (EpochSampler):
+        # the i-th image this rank sees is test image i × world_size + rank.
+        loader = trainer.test_dataloaders
+        world, rank = loader.sampler.world_size, loader.sampler.rank
+        first = batch_idx * loader.batch_size
         confidence, predicted = outputs["probabilities"].max(dim=-1)
         for i in torch.nonzero(predicted != batch[1]).flatten().tolist():
-            self.mistakes.append((float(confidence[i]), first + i, int(batch[1][i]), int(predicted[i])))
+            index = (first + i) * world + rank
+            self.mistakes.append((float(confidence[i]), index, int(batch[1][i]), int(predicted[i])))
         self.mistakes = sorted(self.mistakes, key=lambda m: -m[0])[: self.worst]
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = pl_module.test_confusion.compute()  # on every rank: under DDP it gathers from all
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            every_rank: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(every_rank, self.mistakes)
+            self.mistakes = sorted((m for ms in every_rank for m in ms), key=lambda m: (-m[0], m[1]))[: self.worst]
         writer = tensorboard(trainer)
         if writer is None:
             return

@@ -21,7 +21,9 @@ import json
 import logging
 from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
 from transferlab.data.images import sources_digest
@@ -97,3 +99,24 @@ def cache_features(module, datamodule, views: int, directory: str | None, until_
         datamodule.feature_views[split] = FeatureViews(features, datamodule.splits[split].labels)
     log.info("feature cache: the head trains on frozen %s features (%d augmented view(s) of the training set)%s",
              module.backbone.name, views if augmenting else 1, f" for {until_epoch} epoch(s)" if until_epoch else "")
+
+
+class BackToImages(Callback):
+    """Switches the loaders from cached features back to images at `until_epoch`, when the backbone
+    starts training (two_phase, gradual). Lightning is asked to rebuild the loaders every epoch until
+    both the training and the validation loader have switched, then never again: counted from the
+    current epoch, so a run resumed inside the frozen epochs switches at the same epoch as one that
+    never stopped (a fixed `reload_dataloaders_every_n_epochs=until_epoch` counts from the resumed
+    epoch and would keep serving features to a training backbone)."""
+
+    def __init__(self, until_epoch: int) -> None:
+        self.until_epoch = until_epoch
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            trainer.reload_dataloaders_every_n_epochs = 1
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning has just rebuilt the validation loader for this epoch (after the training one).
+        if not trainer.sanity_checking and trainer.current_epoch >= self.until_epoch:
+            trainer.reload_dataloaders_every_n_epochs = 0

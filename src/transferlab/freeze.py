@@ -10,6 +10,9 @@ Two things differ from Lightning's helpers on purpose:
   before every training batch: frozen parts in eval, the rest in train.
 * Parameters join the optimizer by identity, not by value (`torch.equal`), and
   the learning-rate scheduler learns about each new group.
+* Frozen parts are named by module path and looked up before every batch, so a
+  conversion that swaps modules after freezing (sync BatchNorm) leaves nothing stale;
+  under DDP a phase change rebuilds the wrapper so the new parameters are reduced too.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from __future__ import annotations
 import logging
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader, Subset
 
+from transferlab import parallel
 from transferlab.errors import TransferlabError
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,12 @@ def set_trainable(modules: list[nn.Module], trainable: bool) -> None:
     for module in modules:
         for param in module.parameters():
             param.requires_grad = trainable
+
+
+def block_paths(pl_module: L.LightningModule, blocks: slice) -> list[str]:
+    """Module paths (in the LightningModule) of a slice of the backbone's blocks."""
+    prefix = "backbone.features"
+    return [f"{prefix}.{path}" if path else prefix for paths in pl_module.backbone.block_paths[blocks] for path in paths]
 
 
 def reinitialise(modules: list[nn.Module]) -> None:
@@ -52,7 +65,9 @@ class FreezePolicy(BaseFinetuning):
 
     def __init__(self) -> None:
         super().__init__()
-        self.inference_mode: list[nn.Module] = []
+        # Module paths kept in inference mode (eval) while training, e.g. "backbone".
+        self.inference_mode: list[str] = []
+        self.ddp_reduces: frozenset[str] = frozenset()  # the trainable parameters DDP was built with
 
     @property
     def frozen_backbone_epochs(self) -> int | None:
@@ -67,12 +82,20 @@ class FreezePolicy(BaseFinetuning):
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         """No phase change by default."""
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # freeze_before_training
+        self.ddp_reduces = parallel.trainable_names(pl_module)  # Lightning wraps the model in DDP next
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)  # the phase change, if any
+        self.ddp_reduces = parallel.follow_trainable(trainer, self.ddp_reduces)
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         # Everything trains but the frozen parts: a block unfrozen mid-run must leave eval mode too
         # (Lightning restores the modes it saw before each validation, eval included).
         pl_module.train()
-        for module in self.inference_mode:
-            module.eval()
+        for path in self.inference_mode:
+            pl_module.get_submodule(path).eval()
 
     def add_param_group(self, pl_module: L.LightningModule, optimizer: Optimizer, modules: list[nn.Module], lr: float) -> None:
         """Make `modules` trainable and give the optimizer (and its schedulers) those not yet in it."""
@@ -98,7 +121,7 @@ class HeadOnly(FreezePolicy):
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)
-        self.inference_mode = [pl_module.backbone]
+        self.inference_mode = ["backbone"]
 
 
 class FullFinetune(FreezePolicy):
@@ -138,7 +161,7 @@ class TopBlocks(FreezePolicy):
         set_trainable(top, True)
         if self.reinit:
             reinitialise(top)
-        self.inference_mode = frozen
+        self.inference_mode = block_paths(pl_module, slice(None, -self.n))
         pl_module.block_lr_scales = [self.backbone_lr_scale] * len(blocks)
 
 
@@ -155,7 +178,7 @@ class TwoPhase(FreezePolicy):
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)
-        self.inference_mode = [pl_module.backbone]
+        self.inference_mode = ["backbone"]
 
     @property
     def frozen_backbone_epochs(self) -> int:
@@ -213,7 +236,7 @@ class Gradual(FreezePolicy):
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)
-        self.inference_mode = list(pl_module.backbone.blocks)
+        self.inference_mode = block_paths(pl_module, slice(None))
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         blocks = pl_module.backbone.blocks
@@ -222,7 +245,7 @@ class Gradual(FreezePolicy):
         # Idempotent: a resumed run re-adds nothing and re-freezes nothing.
         for depth in range(1, unfrozen + 1):
             self.add_param_group(pl_module, optimizer, [blocks[-depth]], base_lr * self.decay**depth)
-        self.inference_mode = list(blocks[: len(blocks) - unfrozen])
+        self.inference_mode = block_paths(pl_module, slice(None, len(blocks) - unfrozen))
 
 
 class Auto(FreezePolicy):
@@ -240,6 +263,8 @@ class Auto(FreezePolicy):
 
     def __init__(self, many_per_class: int = 100, similar: float = 0.7, top_n: int = 2, max_images: int = 2000) -> None:
         super().__init__()
+        if max_images < 1:
+            raise TransferlabError(f"strategy.max_images={max_images}: choose how many training images the linear probe may use (default 2000)")
         self.many_per_class, self.similar, self.top_n, self.max_images = many_per_class, similar, top_n, max_images
         self.chosen: FreezePolicy | None = None
         self.report: dict[str, float | str] = {}
@@ -260,13 +285,13 @@ class Auto(FreezePolicy):
         self.inference_mode = self.chosen.inference_mode
 
     def decide(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
-        from transferlab.transferability import frozen_features, linear_probe_score
+        from transferlab.transferability import linear_probe_score
 
-        pl_module.backbone.eval()
-        features, labels = frozen_features(pl_module.features, datamodule.loader("train", augment=False), self.max_images,
-                                           device=pl_module.device)
-        per_class = len(datamodule.splits["train"].labels) / datamodule.num_classes
-        similarity = linear_probe_score(features.numpy(), labels.numpy())
+        labels = datamodule.splits["train"].labels
+        per_class = len(labels) / datamodule.num_classes
+        check_probe_classes(labels, datamodule.class_names)
+        features, probe_labels = self.probe_features(pl_module, datamodule)
+        similarity = linear_probe_score(features.numpy(), probe_labels.numpy(), seed=datamodule.seed)
         many, similar = per_class >= self.many_per_class, similarity >= self.similar
         if many:
             self.chosen = FullFinetune(backbone_lr_scale=0.1 if similar else 1.0)
@@ -274,18 +299,55 @@ class Auto(FreezePolicy):
             self.chosen = HeadOnly()
         else:
             self.chosen = TopBlocks(n=min(self.top_n, len(pl_module.backbone.blocks)))
+        counts = np.bincount(probe_labels.numpy(), minlength=datamodule.num_classes)
         self.report = {
             "auto/images_per_class": round(per_class, 1),
+            "auto/probe_images": int(counts.sum()),
+            "auto/probe_min_per_class": int(counts.min()),
             "auto/similarity": round(similarity, 4),
             "auto/many_per_class": self.many_per_class,
             "auto/similar": self.similar,
             "auto/choice": self.chosen.name,
         }
+        log.info("strategy=auto: linear probe on %d of %d training images (seed %d; per class: %s)",
+                 counts.sum(), len(labels), datamodule.seed, per_class_text(datamodule.class_names, counts))
         log.info(
             "strategy=auto: %.1f images per class (%s ≥ %d), similarity %.3f (%s ≥ %.2f) → %s",
             per_class, "many" if many else "few", self.many_per_class, similarity,
             "similar" if similar else "different", self.similar, self.chosen.name,
         )
 
+    def probe_features(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen features of a seeded, stratified sample of the training split (its evaluation
+        transform), chosen by index: a split stored class by class has every class in it."""
+        from transferlab.transferability import frozen_features, probe_sample
+
+        indices = probe_sample(datamodule.splits["train"].labels, self.max_images, datamodule.seed)
+        images = Subset(datamodule.image_dataset("train", augment=False), indices.tolist())
+        loader = DataLoader(images, batch_size=datamodule.batch_size, num_workers=datamodule.num_workers,
+                            pin_memory=datamodule.pin_memory)
+        pl_module.backbone.eval()
+        return frozen_features(pl_module.features, loader, device=pl_module.device)
+
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         self.chosen.finetune_function(pl_module, epoch, optimizer)
+
+
+def check_probe_classes(labels: list[int], class_names: list[str]) -> None:
+    """The probe tells classes apart by cross-validation: 2 classes, 2 training images of each."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    if len(class_names) < 2:
+        raise TransferlabError("strategy=auto needs at least 2 classes to measure similarity (choose another strategy=)")
+    if counts.min() < 2:
+        name = class_names[int(counts.argmin())]
+        raise TransferlabError(
+            f"strategy=auto: class {name!r} has {counts.min()} training image(s); its linear probe needs at least 2 "
+            f"of every class (add images, or choose strategy=head_only, top_blocks or full_finetune)"
+        )
+
+
+def per_class_text(class_names: list[str], counts: np.ndarray, listed: int = 10) -> str:
+    """'ants 120, bees 121', or a range for many classes (the log stays one line)."""
+    if len(class_names) <= listed:
+        return ", ".join(f"{name} {count}" for name, count in zip(class_names, counts))
+    return f"{counts.min()}–{counts.max()} in each of {len(class_names)} classes"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -14,12 +13,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab import ddp
+from transferlab import ddp, parallel
 from transferlab.backbones import create_backbone
 from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch
 from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.errors import TransferlabError
-from transferlab.feature_cache import cache_features
+from transferlab.feature_cache import BackToImages, cache_features
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,10 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("path_safe"):
         # Sweep sub-directories are named after the overrides; a path value must not nest them.
         OmegaConf.register_new_resolver("path_safe", lambda name: str(name).replace("/", "_")[:120])
+    if not OmegaConf.has_resolver("run_stamp"):
+        # A run's directory name: its start time; the Slurm job for the tasks of one multi-task
+        # (multi-node) run, which must all agree on it and may start seconds apart.
+        OmegaConf.register_new_resolver("run_stamp", parallel.run_stamp, use_cache=True)
     if not OmegaConf.has_resolver("config_subdir"):
         # A resumed run keeps the config it was started with in .hydra/.
         OmegaConf.register_new_resolver("config_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra")
@@ -77,11 +80,13 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("resume"):
         cfg, checkpoint_to_resume = resumed_config(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    launching_process = "LOCAL_RANK" not in os.environ  # DDP children inherit it from their launcher
+    # Not a rank started by Lightning's launcher (LOCAL_RANK), torchrun or Slurm: this process
+    # starts (and must clean up after) any DDP run of its own.
+    launching_process = not parallel.started_externally()
     try:
         return fit_and_test(cfg, output_dir, checkpoint_to_resume)
     except Exception as error:
-        if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        if not parallel.is_global_zero():
             raise  # under DDP, rank 0 reports
         choices = HydraConfig.get().runtime.choices
         failed = {"status": "failed", "error": f"{type(error).__name__}: {error}", "model": cfg.model.get("name"),
@@ -106,21 +111,21 @@ def pre_fit_device(cfg: DictConfig) -> torch.device:
         return torch.device("cpu")
     if cfg.get("gpu_per_job"):
         return torch.device("cuda", job_devices(HydraConfig.get().job.num)[0])
-    rank = int(os.environ.get("LOCAL_RANK", "0"))  # under DDP: this rank's GPU
+    rank = parallel.local_rank()  # under DDP: this rank's GPU (LOCAL_RANK, or SLURM_LOCALID under Slurm)
     devices = cfg.trainer.get("devices")
     return torch.device("cuda", int(devices[rank]) if OmegaConf.is_list(devices) else rank)  # trainer.devices=[2,3]
 
 
-def prepare_feature_cache(cfg: DictConfig, policy, module: ImageClassifier, datamodule, checkpoint: Path | None) -> dict:
-    """Cache the frozen backbone's features when that pays off; returns the trainer options it needs."""
+def prepare_feature_cache(cfg: DictConfig, policy, module: ImageClassifier, datamodule, checkpoint: Path | None) -> list:
+    """Cache the frozen backbone's features when that pays off; returns the callbacks it needs."""
     cache, frozen_epochs = cfg.get("feature_cache") or {}, policy.frozen_backbone_epochs
     views = cache.get("views", 1) if datamodule.augment.enabled else 1
     if (not cache.get("enabled") or not features_pay_off(frozen_epochs, views)
             or checkpoint_to_resume_is_past(checkpoint, frozen_epochs)):
-        return {}
+        return []
     cache_features(module, datamodule, views=cache.views, directory=cache.get("dir"), until_epoch=frozen_epochs)
     # Partly frozen runs (two_phase): new loaders, over images, when the backbone starts training.
-    return {} if frozen_epochs is None else {"reload_dataloaders_every_n_epochs": frozen_epochs}
+    return [] if frozen_epochs is None else [BackToImages(frozen_epochs)]
 
 
 def checkpoint_to_resume_is_past(checkpoint: Path | None, frozen_epochs: int | None) -> bool:
@@ -167,15 +172,22 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
         module.backbone.compile(backend=cfg.compile.backend, mode=cfg.compile.mode, dynamic=False)
-    reload = prepare_feature_cache(cfg, policy, module, datamodule, checkpoint_to_resume)
-    callbacks = [policy, SeedEachBatch(cfg.seed), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
+    feature_switch = prepare_feature_cache(cfg, policy, module, datamodule, checkpoint_to_resume)
+    callbacks = [policy, SeedEachBatch(cfg.seed), *feature_switch,
+                 *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
-                                     **placement, **reload)
+    # trainer.sync_batchnorm through timm's converter (Lightning's drops timm's fused activations).
+    plugins = [AtomicCheckpointIO(), *([parallel.TimmAwareSyncBatchNorm()] if cfg.trainer.get("sync_batchnorm") else [])]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins,
+                                     sync_batchnorm=False, **placement)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
     fit_seconds = time.perf_counter() - started
+    in_sync = {}
+    if trainer.world_size > 1:  # every multi-process run proves its ranks trained one model
+        parallel.check_ranks_in_sync(module)
+        in_sync = {"ddp/world_size": trainer.world_size, "ddp/ranks_in_sync": True}
     # Counted now: testing re-runs the policy's setup, which freezes as at the start of training.
     trainable, total = count_parameters(module)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -196,6 +208,8 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         "best_checkpoint": best,
         "feature_cache": bool(datamodule.feature_views),
         "status": "completed",
+        **datamodule.split_sizes(),
+        **in_sync,
         **getattr(policy, "report", {}),
         **{k: v for k, v in test_metrics.items() if k.count("/") == 2},  # per class: test/f1/<class>
     }

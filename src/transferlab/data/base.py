@@ -76,8 +76,10 @@ class LabelledImages(Dataset):
 class EpochSampler(Sampler):
     """Seeded per-epoch shuffling that survives a resume (Lightning calls `set_epoch`).
 
-    Under DDP each rank takes every world_size-th index (padded to equal length, as
-    DistributedSampler does), so the trainer runs with `use_distributed_sampler=False`.
+    Under DDP each rank takes every world_size-th index, so the trainer runs with
+    `use_distributed_sampler=False`. Training shares are padded to equal length (as
+    DistributedSampler does: every rank must take the same number of steps); evaluation
+    shares are not, so that val/test metrics count every image exactly once.
     """
 
     def __init__(self, size: int, seed: int, shuffle: bool, keyed_by_epoch: bool) -> None:
@@ -91,7 +93,9 @@ class EpochSampler(Sampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.world_size)
+        if self.shuffle:  # training: padded
+            return math.ceil(self.size / self.world_size)
+        return len(range(self.rank, self.size, self.world_size))
 
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
         if self.shuffle:
@@ -99,8 +103,9 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
-        padded = order + order[: len(self) * self.world_size - self.size]
-        for index in padded[self.rank :: self.world_size]:
+        if self.shuffle:
+            order = order + order[: len(self) * self.world_size - self.size]
+        for index in order[self.rank :: self.world_size]:
             yield (self.epoch, index) if self.keyed_by_epoch else index
 
 
@@ -164,6 +169,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
         sizes = ", ".join(f"{name} {len(split.labels)}" for name, split in self.splits.items())
         log.info("%s: %d classes, %s images", type(self).__name__, self.num_classes, sizes)
 
+    def split_sizes(self) -> dict[str, int]:
+        """Images in each split, for metrics.json: {"data/train_size": …, "data/val_size": …, "data/test_size": …}."""
+        self.setup()  # returns at once when the splits are known
+        return {f"data/{name}_size": len(self.splits[name].labels) for name in ("train", "val", "test")}
+
     def _split_pool(self, pool: Split) -> dict[str, Split]:
         train_f, val_f, test_f = self.split_fractions
         if min(self.split_fractions) <= 0 or sum(self.split_fractions) > 1 + 1e-9:
@@ -199,17 +209,26 @@ class ImageClassificationDataModule(L.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         in_use = self.features_until_epoch is None or epoch < self.features_until_epoch
         cached = self.feature_views.get(split) if in_use else None
+        self.check_batch_size()
         dataset = cached if cached is not None else self.image_dataset(split, augment)
         workers = 0 if cached is not None else self.num_workers  # features are already in memory
         sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size // sampler.world_size,
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.pin_memory,
         )
+
+    def check_batch_size(self) -> None:
+        """`batch_size` is the global batch: under DDP each of the processes takes an equal share, so a
+        run on N processes trains on the batches of a one-process run."""
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if self.batch_size % world:
+            raise TransferlabError(f"data.batch_size={self.batch_size} is the global batch, shared by {world} processes: "
+                                   f"choose a multiple of {world}")
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", augment=True)

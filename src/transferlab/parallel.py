@@ -1,0 +1,156 @@
+"""Many processes that train what one process trains.
+
+Three things Lightning's DDP does not do for a transfer-learning run:
+
+* **Sync BatchNorm that keeps timm's fused activation.** Lightning converts with
+  `torch.nn.SyncBatchNorm.convert_sync_batchnorm`, which turns timm's `BatchNormAct2d`
+  (BN + activation in one module) into a plain SyncBatchNorm and drops the activation:
+  efficientnet_lite0 becomes almost linear. `TimmAwareSyncBatchNorm` uses timm's converter,
+  and only where torch's SyncBatchNorm can run (CUDA): on CPU it says so and leaves BN alone.
+* **Phase changes.** DistributedDataParallel reduces the gradients of the parameters that
+  required grad when it was built; a block unfrozen later (two_phase, gradual, a resumed
+  run) would train separately on every rank (Lightning #20340). `follow_trainable` rebuilds
+  the wrapper when the trainable set changes: DDP's constructor broadcasts rank 0's weights
+  and its reducer then covers the new set.
+* **Proof.** `check_ranks_in_sync` compares a checksum of every parameter across ranks at
+  the end of fit: a run whose ranks drifted apart fails, naming the first parameter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from datetime import datetime
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.plugins.layer_sync import LayerSync
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from transferlab.errors import TransferlabError
+
+log = logging.getLogger(__name__)
+
+
+def slurm_tasks() -> bool:
+    """This process is one task of a Slurm step that Lightning will treat as a rank (srun, submitit)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def started_externally() -> bool:
+    """A rank started by a launcher (Lightning's DDP children and torchrun set LOCAL_RANK; Slurm
+    starts every task), rather than the process that launches the ranks itself."""
+    return "LOCAL_RANK" in os.environ or slurm_tasks()
+
+
+def local_rank() -> int:
+    """This process's index on its machine: its GPU."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    return int(os.environ["SLURM_LOCALID"]) if slurm_tasks() else 0
+
+
+def is_global_zero() -> bool:
+    """Rank 0 of the whole run (of all machines), known before any process group exists."""
+    if "RANK" in os.environ:  # torchrun
+        return int(os.environ["RANK"]) == 0
+    if slurm_tasks():
+        return int(os.environ["SLURM_PROCID"]) == 0
+    return int(os.environ.get("NODE_RANK", "0")) == 0 and local_rank() == 0  # Lightning's launcher
+
+
+def run_stamp() -> str:
+    """A single run's directory name: its start time, or, for the tasks of one multi-task Slurm
+    step (one run over several processes or nodes), the job and step ids they share."""
+    if slurm_tasks():
+        return f"slurm-{os.environ.get('SLURM_JOB_ID', 'job')}.{os.environ.get('SLURM_STEP_ID', '0')}"
+    return datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+
+
+class TimmAwareSyncBatchNorm(LayerSync):
+    """`trainer.sync_batchnorm=true`: batch statistics over all processes, through timm's converter
+    (plain BN → SyncBatchNorm, timm's BatchNormAct2d → SyncBatchNormAct with its activation)."""
+
+    def __init__(self) -> None:
+        self.replaced: list[tuple[str, nn.Module]] = []  # (path, original module) to put back after fit
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        from timm.layers import convert_sync_batchnorm
+
+        device = model.trainer.strategy.root_device
+        if device.type != "cuda":
+            # torch's SyncBatchNorm computes its statistics with CUDA kernels only; in train mode on
+            # CPU it raises. Each process then normalises its share of the batch.
+            log.warning("trainer.sync_batchnorm: off on %s (torch's SyncBatchNorm needs CUDA); each process "
+                        "normalises its own share of the batch", device.type)
+            return model
+        self.replaced = [(name, module) for name, module in model.named_modules()
+                         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm)]
+        log.info("trainer.sync_batchnorm: %d BatchNorm layers synchronised across processes", len(self.replaced))
+        return convert_sync_batchnorm(model)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        """Put the original BatchNorm modules back, holding the synchronised layers' current tensors
+        (moving the model to a device gave the converted layers new buffers)."""
+        for path, original in self.replaced:
+            parent_path, _, child = path.rpartition(".")
+            parent = model.get_submodule(parent_path)
+            converted = getattr(parent, child)
+            for name, param in converted.named_parameters(recurse=False):
+                original._parameters[name] = param
+            for name, buffer in converted.named_buffers(recurse=False):
+                original._buffers[name] = buffer
+            original.train(converted.training)
+            setattr(parent, child, original)
+        self.replaced = []
+        return model
+
+
+def trainable_names(module: nn.Module) -> frozenset[str]:
+    return frozenset(name for name, param in module.named_parameters() if param.requires_grad)
+
+
+def follow_trainable(trainer: L.Trainer, wrapped_with: frozenset[str]) -> frozenset[str]:
+    """Rebuild the DDP wrapper if the trainable parameters changed since it was built; returns
+    the set the current wrapper reduces. Called at the start of an epoch, when no gradient is pending."""
+    strategy, module = trainer.strategy, trainer.lightning_module
+    now = trainable_names(module)
+    if now == wrapped_with or not isinstance(strategy.model, DistributedDataParallel):
+        return now
+    if not hasattr(strategy, "_setup_model"):  # Lightning's DDPStrategy API this relies on
+        raise TransferlabError(f"{type(strategy).__name__} cannot rebuild its DDP wrapper after a phase change; "
+                               "use trainer.strategy=ddp")
+    old = strategy.model
+    old._remove_autograd_hooks()  # the old reducer must not all-reduce (or wait for) gradients any more
+    strategy.model = strategy._setup_model(old.module)  # broadcasts rank 0's parameters and buffers
+    log.info("DDP: %d trainable parameter tensors now (%d before): wrapper rebuilt, ranks start from rank 0's weights",
+             len(now), len(wrapped_with))
+    return now
+
+
+def parameter_digests(module: nn.Module) -> list[tuple[str, str]]:
+    """(name, sha1 of its bytes) for every parameter: equal digests mean bit-identical weights."""
+    digests = []
+    for name, param in module.named_parameters():
+        data = param.detach().to("cpu", copy=True).contiguous().view(-1).view(torch.uint8).numpy()
+        digests.append((name, hashlib.sha1(data.tobytes()).hexdigest()))
+    return digests
+
+
+def check_ranks_in_sync(module: nn.Module) -> None:
+    """Raise, naming the first parameter that differs, unless every rank holds the same weights."""
+    mine = parameter_digests(module)
+    gathered: list[list[tuple[str, str]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    reference = gathered[0]
+    for rank, theirs in enumerate(gathered[1:], start=1):
+        for (name, expected), (_, actual) in zip(reference, theirs):
+            if expected != actual:
+                raise TransferlabError(
+                    f"DDP ranks out of sync after fit: parameter '{name}' differs between rank 0 and rank {rank} "
+                    f"(each process trained its own copy; the checkpoint holds rank 0's)")
