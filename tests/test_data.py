@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections import Counter
 
@@ -39,14 +40,51 @@ def test_digits_are_split_stratified_and_seeded():
     assert labels.dtype == torch.int64
 
 
-def test_image_folder_uses_val_as_test_when_there_is_no_test_folder(tmp_path, caplog):
-    write_colour_images(tmp_path / "train", 3, 0)
-    write_colour_images(tmp_path / "val", 2, 1)
-    module = ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG, num_workers=0)
-    module.setup()
+def folder_files(folder) -> set:
+    return {path for path in folder.rglob("*.jpg")}
+
+
+def test_without_a_test_folder_val_is_the_test_split_and_validation_comes_from_train(tmp_path, caplog):
+    write_colour_images(tmp_path / "train", 10, 0)
+    write_colour_images(tmp_path / "val", 4, 1)
+    for path in sorted((tmp_path / "train" / "blue").iterdir())[:5]:
+        path.unlink()  # uneven classes: blue 5, green 10, red 10
+    caplog.set_level(logging.INFO)
+
+    def split(seed: int, **options) -> ImageFolderDataModule:
+        module = ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG, num_workers=0, seed=seed, **options)
+        module.setup()
+        return module
+
+    module = split(seed=5)
     assert module.class_names == list(sorted(CLASSES))
-    assert module.splits["test"] == module.splits["val"]
-    assert "val split doubles as the test split" in caplog.text
+    train, val, test = (module.splits[name] for name in ("train", "val", "test"))
+    assert test.images == sorted(folder_files(tmp_path / "val"), key=lambda p: (p.parent.name, p)), "val/ untouched, as the test split"
+    assert test.labels == [module.class_names.index(p.parent.name) for p in test.images]
+    assert set(val.images) < folder_files(tmp_path / "train") and not set(train.images) & set(val.images)
+    assert set(train.images) | set(val.images) == folder_files(tmp_path / "train")
+    assert all(module.class_names[label] == path.parent.name for path, label in zip(val.images, val.labels))
+    assert Counter(module.class_names[label] for label in val.labels) == {"blue": 1, "green": 2, "red": 2}, "0.2 of each class"
+    assert module.split_sizes() == {"data/train_size": 20, "data/val_size": 5, "data/test_size": 12}
+    assert "val/ (12 images) is the test split" in caplog.text and "5 images held out from train/" in caplog.text
+
+    assert split(seed=5).splits["val"] == val, "same seed, same split"
+    assert split(seed=6).splits["val"].images != val.images
+    assert Counter(split(seed=5, val_fraction=0.5).splits["val"].labels) == {0: 3, 1: 5, 2: 5}
+
+
+def test_a_bad_val_fraction_or_a_class_too_small_to_hold_out_from_is_a_clear_error(tmp_path):
+    for fraction in (0, 1, 1.5, -0.1):
+        with pytest.raises(TransferlabError, match=rf"data.val_fraction={fraction}: choose a fraction between 0 and 1"):
+            ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG, val_fraction=fraction)
+    write_colour_images(tmp_path / "train", 2, 0)
+    write_colour_images(tmp_path / "val", 2, 1)
+    for path in sorted((tmp_path / "train" / "green").iterdir())[1:]:
+        path.unlink()
+    with pytest.raises(TransferlabError, match=r"data.val_fraction: class 'green' has 1 image in .*train, too few.*add a test/"):
+        ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG).setup()
+    write_colour_images(tmp_path / "test", 2, 2)
+    assert len(ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG).split_sizes()) == 3, "with test/, nothing is held out"
 
 
 def test_image_folder_of_class_folders_is_split_here(tmp_path):

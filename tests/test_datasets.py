@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -128,12 +129,16 @@ def hymenoptera(server, data_dir: Path, **kwargs) -> HymenopteraDataModule:
                                  data_dir=str(data_dir), data_config=CONFIG, num_workers=0, **options)
 
 
-def test_hymenoptera_downloads_once_and_val_doubles_as_test(server, tmp_path):
+def test_hymenoptera_downloads_once_val_is_the_test_split_validation_comes_from_train(server, tmp_path):
     module = hymenoptera(server, tmp_path)
     module.prepare_data()
     module.setup()
     assert module.class_names == ["ants", "bees"]
-    assert {k: len(v.labels) for k, v in module.splits.items()} == {"train": 12, "val": 6, "test": 6}
+    # 6 + 6 in train/, 3 + 3 in val/: one image of each class held out from train/ for validation.
+    assert {k: len(v.labels) for k, v in module.splits.items()} == {"train": 10, "val": 2, "test": 6}
+    assert {Path(p).parent.parent.name for p in module.splits["test"].images} == {"val"}
+    assert Counter(module.splits["val"].labels) == {0: 1, 1: 1}
+    assert {Path(p).parent.parent.name for p in module.splits["val"].images} == {"train"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hymenoptera_data", "hymenoptera_data.zip"]
 
     before = len(server.requests)
@@ -158,7 +163,7 @@ def test_a_cut_connection_is_resumed_with_a_range_request(server, tmp_path):
     ranges = [wanted for path, wanted in server.requests[start:] if path == "/hymenoptera_data.zip"]
     assert ranges[0] is None and ranges[1].startswith("bytes=") and len(ranges) == 2
     module.setup()
-    assert len(module.splits["train"].labels) == 12
+    assert len(module.splits["train"].labels) == 10  # 12 in train/, 2 held out for validation
 
 
 def test_a_download_that_keeps_failing_leaves_no_half_dataset(server, tmp_path):

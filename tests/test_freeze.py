@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from PIL import Image
 from torch import nn
 
+from conftest import TINY, compose_config
+from transferlab import transferability
 from transferlab.backbones import create_backbone
 from transferlab.callbacks import SeedEachBatch
 from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.data import ImageFolderDataModule
 from transferlab.errors import TransferlabError
-from transferlab.freeze import FullFinetune, HeadOnly, Scratch, TopBlocks, TwoPhase
+from transferlab.freeze import Auto, FullFinetune, HeadOnly, Scratch, TopBlocks, TwoPhase
+from transferlab.run import train
+from transferlab.transferability import probe_sample
 
 LR = 0.05
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": LR, "momentum": 0.9}
@@ -164,3 +173,91 @@ def test_scratch_trains_everything_and_needs_no_pretrained_weights(colour_folder
     module, _ = build(colour_folder, name="small_cnn")
     Scratch().freeze_before_training(module)
     assert count_parameters(module)[0] == count_parameters(module)[1]
+
+
+def class_ordered_folder(root, classes: int, per_class: int) -> None:
+    """root/{train,val,test}/c00…/*.png: class k's images share a colour, stored class after class
+    (as cats_vs_dogs' Cat/ then Dog/), so the first images of the train split are all one class."""
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (classes, 3))
+    for split, count in (("train", per_class), ("val", 2), ("test", 2)):
+        for label, colour in enumerate(colours):
+            (root / split / f"c{label:02d}").mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(colour + rng.integers(-40, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / f"c{label:02d}" / f"{i:02d}.png")
+
+
+def probe(root, max_images: int, seed: int, monkeypatch) -> tuple[Auto, torch.Tensor, torch.Tensor]:
+    """Auto's decision on `root` (small_cnn, 32 px) and the (features, labels) its linear probe saw."""
+    torch.manual_seed(0)  # the same random backbone every time: only the sample may differ
+    backbone = create_backbone("small_cnn", pretrained=False)
+    datamodule = ImageFolderDataModule(root=str(root), data_config=backbone.data_config, image_size=32, batch_size=16,
+                                       num_workers=0, seed=seed)
+    datamodule.setup()
+    spec = {"name": "small_cnn", "pretrained": False, "weights": None}
+    module = ImageClassifier(spec, num_classes=datamodule.num_classes, optimizer=SGD, backbone=backbone)
+    seen = []
+    score = transferability.linear_probe_score
+    monkeypatch.setattr(transferability, "linear_probe_score", lambda f, y, **k: seen.append((f, y)) or score(f, y, **k))
+    policy = Auto(many_per_class=100, max_images=max_images)
+    policy.decide(module, datamodule)
+    return policy, torch.as_tensor(seen[0][0]), torch.as_tensor(seen[0][1])
+
+
+def test_the_probe_sample_is_stratified_proportional_and_seeded():
+    labels = np.repeat(np.arange(12), [40] * 10 + [3, 237])  # class-ordered, one small and one large class
+    indices = probe_sample(labels, max_images=128, seed=0)
+    per_class = np.bincount(labels[indices])
+    # 128 of 640 is 1 in 5: 8 of each 40, 47 of 237 (47.4), and all of a class smaller than 5.
+    assert list(per_class) == [8] * 10 + [3, 47], "in proportion, every class"
+    assert len(set(indices)) == len(indices) and list(indices) == sorted(indices)
+    assert np.array_equal(probe_sample(labels, 128, seed=0), indices)
+    assert not np.array_equal(probe_sample(labels, 128, seed=1), indices)
+    # 24 of 640 would be 1.5 of each 40: at least 5 of every class win over max_images.
+    assert list(np.bincount(labels[probe_sample(labels, 24, seed=0)])) == [5] * 10 + [3, 9]
+    assert np.array_equal(probe_sample(labels, 10_000, seed=0), np.arange(len(labels))), "a small split: all of it"
+
+
+def test_auto_probes_both_classes_of_a_class_ordered_folder(tmp_path, monkeypatch):
+    # The first 10 training images are all c00: the old probe (first max_images) had one class.
+    class_ordered_folder(tmp_path, classes=2, per_class=20)
+    policy, _, labels = probe(tmp_path, max_images=10, seed=0, monkeypatch=monkeypatch)
+    assert torch.bincount(labels).tolist() == [5, 5]
+    assert policy.report["auto/probe_images"] == 10 and policy.report["auto/probe_min_per_class"] == 5
+    assert policy.report["auto/choice"] in ("head_only", "top_blocks")
+
+
+def test_auto_probes_every_one_of_many_classes_and_decides_the_same_for_a_seed(tmp_path, monkeypatch, caplog):
+    class_ordered_folder(tmp_path, classes=12, per_class=10)
+    caplog.set_level(logging.INFO, logger="transferlab.freeze")
+    policy, features, labels = probe(tmp_path, max_images=60, seed=3, monkeypatch=monkeypatch)
+    assert torch.bincount(labels).tolist() == [5] * 12, "every class, not the first six"
+    assert "linear probe on 60 of 120 training images (seed 3; per class: 5–5 in each of 12 classes)" in caplog.text
+
+    again, same_features, same_labels = probe(tmp_path, max_images=60, seed=3, monkeypatch=monkeypatch)
+    assert torch.equal(same_features, features) and torch.equal(same_labels, labels)
+    assert again.report == policy.report
+    _, other_features, _ = probe(tmp_path, max_images=60, seed=4, monkeypatch=monkeypatch)
+    assert not torch.equal(other_features, features), "another seed, another sample"
+
+
+def test_auto_with_a_class_of_one_image_or_no_probe_images_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(TransferlabError, match="strategy.max_images=0: choose how many"):
+        Auto(max_images=0)
+    class_ordered_folder(tmp_path, classes=2, per_class=6)
+    for path in sorted((tmp_path / "train" / "c01").iterdir())[1:]:
+        path.unlink()
+    with pytest.raises(TransferlabError, match=r"strategy=auto: class 'c01' has 1 training image\(s\).*at least 2"):
+        probe(tmp_path, max_images=10, seed=0, monkeypatch=monkeypatch)
+
+
+def test_auto_runs_on_a_class_ordered_folder_without_test_through_the_configs(tmp_path):
+    # cats_vs_dogs' crash: the class-ordered train split is longer than max_images.
+    class_ordered_folder(tmp_path / "data", classes=2, per_class=20)
+    shutil.rmtree(tmp_path / "data" / "test")
+    overrides = [*TINY, f"data.root={tmp_path / 'data'}", "strategy=auto", "strategy.max_images=12", "trainer.max_epochs=1"]
+    metrics = train(compose_config(overrides, tmp_path / "run"))
+    assert metrics["auto/probe_images"] == 12 and metrics["auto/probe_min_per_class"] == 6
+    assert metrics["auto/images_per_class"] == 16, "20 in train/, 4 of each held out for validation"
+    assert metrics["auto/choice"] in ("head_only", "top_blocks")

@@ -9,7 +9,7 @@ separates the classes perfectly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,20 +19,45 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
 from torch.utils.data import DataLoader
 
+# The fewest images of a class the probe uses (all of a smaller class): its cross-validation
+# needs 2 per class per fold, and a handful keeps one class from being judged on one image.
+PROBE_MIN_PER_CLASS = 5
+
 
 @torch.no_grad()
 def frozen_features(
-    extract: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, max_images: int | None = None, device: str = "cpu"
+    extract: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, labels) of the images `loader` yields, through `extract` (a backbone in eval mode)."""
-    features, labels, seen = [], [], 0
+    features, labels = [], []
     for images, targets in loader:
         features.append(extract(images.to(device)).float().cpu())
         labels.append(targets)
-        seen += len(targets)
-        if max_images is not None and seen >= max_images:
-            break
-    return torch.cat(features)[:max_images], torch.cat(labels)[:max_images]
+    return torch.cat(features), torch.cat(labels)
+
+
+def probe_sample(labels: Sequence[int], max_images: int, seed: int, min_per_class: int = PROBE_MIN_PER_CLASS) -> np.ndarray:
+    """Sorted indices of a seeded, stratified sample of `labels` for the probe: all of them when
+    there are at most `max_images`; else `max_images` spread over the classes in proportion, and at
+    least `min_per_class` of every class (all of a smaller one), so the probe never sees a few
+    classes only, as the first `max_images` of a class-ordered split would show it."""
+    labels = np.asarray(labels)
+    if len(labels) <= max_images:
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = np.minimum(counts, np.maximum(min_per_class, proportional(counts, max_images)))
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quotas)]
+    return np.sort(np.concatenate(chosen))
+
+
+def proportional(counts: np.ndarray, total: int) -> np.ndarray:
+    """`total` split over `counts` in proportion, whole numbers (largest remainders round up)."""
+    exact = counts * total / counts.sum()
+    shares = np.floor(exact).astype(int)
+    # Ties go to the earlier class (a stable sort), so the shares are the same on every run.
+    shares[np.argsort(-(exact - shares), kind="stable")[: total - shares.sum()]] += 1
+    return shares
 
 
 def linear_probe_score(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:

@@ -1,11 +1,18 @@
-"""Any image folder: `root/{train,val[,test]}/<class>/*` or `root/<class>/*` split here."""
+"""Any image folder: `root/{train,val[,test]}/<class>/*` or `root/<class>/*` split here.
+
+Without test/ (the PyTorch tutorial's hymenoptera layout) val/ becomes the test split and
+the validation split is carved from train/: choosing the best checkpoint on the images
+that report the test accuracy would make that accuracy optimistic.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from transferlab.data.base import ImageClassificationDataModule, Split
+import numpy as np
+
+from transferlab.data.base import ImageClassificationDataModule, Split, subset
 from transferlab.data.scan import scan
 from transferlab.errors import TransferlabError
 
@@ -41,12 +48,38 @@ def as_split(classes: dict[str, list[Path]], class_names: list[str]) -> Split:
     return Split(images, labels)
 
 
+def carve_validation(train: Split, class_names: list[str], fraction: float, seed: int, where: Path) -> tuple[Split, Split]:
+    """A seeded, stratified (train, val) split of train/: `fraction` of every class (rounded, at
+    least one image, and at least one left to train on) becomes the validation split."""
+    labels = np.asarray(train.labels)
+    held = []
+    for label, name in enumerate(class_names):
+        members = np.flatnonzero(labels == label)
+        if len(members) < 2:
+            raise TransferlabError(
+                f"data.val_fraction: class {name!r} has {len(members)} image in {where}, too few to hold one out for "
+                f"validation; add images to it, or add a test/ folder (val/ is then the validation split)"
+            )
+        count = min(len(members) - 1, max(1, int(fraction * len(members) + 0.5)))
+        # A generator per class: adding images to one class leaves the others' validation images as they were.
+        held.extend(np.random.default_rng([seed, label]).permutation(members)[:count])
+    rest = np.setdiff1d(np.arange(len(labels)), held)
+    return subset(train.images, train.labels, rest), subset(train.images, train.labels, held)
+
+
 class ImageFolderDataModule(ImageClassificationDataModule):
-    def __init__(self, root: str | None = None, **kwargs) -> None:
+    """`val_fraction`: the share of train/ held out for validation when there is no test/ folder."""
+
+    def __init__(self, root: str | None = None, val_fraction: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
         if not root:
             raise TransferlabError("data=image_folder needs data.root=PATH (train/ val/ [test/] class folders, or class folders)")
+        if not 0 < val_fraction < 1:
+            raise TransferlabError(
+                f"data.val_fraction={val_fraction}: choose a fraction between 0 and 1 of train/ to hold out for validation (e.g. 0.2)"
+            )
         self.root = Path(root).expanduser()
+        self.val_fraction = val_fraction
 
     def find_splits(self) -> tuple[list[str], dict[str, Split]]:
         if not self.root.is_dir():
@@ -64,7 +97,13 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                 raise TransferlabError(
                     f"{self.root}/{split_name} has classes {list(classes)}, but train/ has {names}"
                 )
-        if "test" not in found:
-            log.warning("%s has no test/ folder: the val split doubles as the test split", self.root)
-            found["test"] = found["val"]
-        return names, {split_name: as_split(classes, names) for split_name, classes in found.items()}
+        splits = {split_name: as_split(classes, names) for split_name, classes in found.items()}
+        if "test" in splits:
+            return names, splits
+        train, val = carve_validation(splits["train"], names, self.val_fraction, self.seed, self.root / "train")
+        log.info(
+            "%s has no test/ folder: val/ (%d images) is the test split; the validation split (checkpoint selection, "
+            "early stopping) is %d images held out from train/ (data.val_fraction=%g, seeded, stratified), %d train",
+            self.root, len(splits["val"].labels), len(val.labels), self.val_fraction, len(train.labels),
+        )
+        return names, {"train": train, "val": val, "test": splits["val"]}

@@ -34,7 +34,8 @@ class DownloadedImageFolderDataModule(ImageFolderDataModule):
 
 class HymenopteraDataModule(DownloadedImageFolderDataModule):
     """Ants vs bees of the PyTorch transfer-learning tutorial: train/ 245, val/ 153 images.
-    There is no test/ folder: val doubles as test."""
+    There is no test/ folder: val/ is the test split, and the validation split that picks the
+    best checkpoint is held out from train/ (`val_fraction`, seeded and stratified)."""
 
     folder_in_archive = "hymenoptera_data"
 
