@@ -74,6 +74,9 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "~callbacks.model_summary",
 ]
+# TINY with the data loaders' default worker processes (data.num_workers=null: CPU cores - 1), as users
+# run them: what the launcher tests need, since a launcher's job process is where the workers start.
+TINY_WITH_WORKERS = [option for option in TINY if not option.startswith("data.num_workers=")]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TINY, compose_config
+from conftest import ROOT, TINY, TINY_WITH_WORKERS, compose_config
 from transferlab.classifier import ImageClassifier
 from transferlab.run import train
 
@@ -199,10 +199,12 @@ def test_a_sweep_spread_over_gpus_gives_job_n_gpu_n_mod_count():
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_sweeps_run_through_the_joblib_and_submitit_launchers(launcher, colour_folder, offline_env, tmp_path):
+    """With the default DataLoader workers: each job starts them in the launcher's process (a loky
+    worker for joblib), for its image loaders (scratch) and its feature-cache pass (head_only)."""
     options = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
     result = run_train(["-m", f"hydra/launcher={launcher}", *options, "model=small_cnn", "strategy=scratch,head_only",
-                        *TINY, f"data.root={colour_folder}", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}"],
-                       offline_env, timeout=600)
+                        *TINY_WITH_WORKERS, f"data.root={colour_folder}", "trainer.max_epochs=1",
+                        f"paths.log_dir={tmp_path}"], offline_env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     strategies = sorted(json.loads(p.read_text())["strategy"] for p in tmp_path.glob("multirun/*/*/*/metrics.json"))
     assert strategies == ["head_only", "scratch"]

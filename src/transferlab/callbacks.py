@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from transferlab.figures import confusion_figure, image_grid
@@ -34,6 +35,19 @@ def log_training_views(trainer: L.Trainer, tag: str, keys: list[tuple[int, int]]
     titles = [title(key, datamodule.class_names[label]) for key, (_, label) in zip(keys, samples)]
     images = denormalize(torch.stack([image for image, _ in samples]), datamodule.data_config)
     writer.add_figure(tag, image_grid(images, titles), global_step=0)
+
+
+def log_final_hparams(loggers: Sequence[Logger], hyperparameters: dict[str, Any], metrics: dict[str, float]) -> None:
+    """The run's hparams session with its final metrics, then every logger flushed and finalized.
+
+    Lightning has already finalized the loggers after testing: TensorBoard's writer reopens a
+    new event file for these events, and only a background thread, which the process does not
+    wait for at exit, writes them. Unflushed, the run's last events were lost and its row in
+    the HPARAMS tab with them."""
+    for logger in loggers:
+        # TensorBoard also logs the metrics as scalars: the HPARAMS tab reads their values there.
+        logger.log_hyperparams(hyperparameters, metrics)
+        logger.finalize("success")  # TensorBoard: flush and close the event file
 
 
 class SampleGrid(Callback):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab import ddp, parallel
 from transferlab.backbones import create_backbone
-from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch
+from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch, log_final_hparams
 from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.errors import TransferlabError
 from transferlab.feature_cache import BackToImages, cache_features
@@ -214,8 +214,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         **{k: v for k, v in test_metrics.items() if k.count("/") == 2},  # per class: test/f1/<class>
     }
     if trainer.is_global_zero:
-        for logger in trainer.loggers:
-            logger.log_hyperparams(hyperparameters(cfg, policy.name), {k: metrics[k] for k in ("test/acc", "val/acc_best")})
+        log_final_hparams(trainer.loggers, hyperparameters(cfg, policy.name), {k: metrics[k] for k in ("test/acc", "val/acc_best")})
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], output_dir)
     return metrics
