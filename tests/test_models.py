@@ -125,7 +125,7 @@ def test_auto_picks_head_only_for_few_images_close_to_the_pretraining(colour_fol
 def test_auto_fine_tunes_everything_for_many_images_far_from_the_pretraining(tmp_path):
     # Labels the frozen ImageNet features cannot predict: noise images with random classes.
     rng = np.random.default_rng(0)
-    for split, count in (("train", 60), ("val", 6)):
+    for split, count in (("train", 60), ("val", 6), ("test", 6)):
         for i in range(3 * count):
             folder = tmp_path / split / ("abc"[rng.integers(3)] if split == "train" else "abc"[i % 3])
             folder.mkdir(parents=True, exist_ok=True)

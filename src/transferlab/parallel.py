@@ -80,8 +80,6 @@ class TimmAwareSyncBatchNorm(LayerSync):
         self.replaced: list[tuple[str, nn.Module]] = []  # (path, original module) to put back after fit
 
     def apply(self, model: nn.Module) -> nn.Module:
-        from timm.layers import convert_sync_batchnorm
-
         device = model.trainer.strategy.root_device
         if device.type != "cuda":
             # torch's SyncBatchNorm computes its statistics with CUDA kernels only; in train mode on
@@ -89,6 +87,11 @@ class TimmAwareSyncBatchNorm(LayerSync):
             log.warning("trainer.sync_batchnorm: off on %s (torch's SyncBatchNorm needs CUDA); each process "
                         "normalises its own share of the batch", device.type)
             return model
+        return self.convert(model)
+
+    def convert(self, model: nn.Module) -> nn.Module:
+        from timm.layers import convert_sync_batchnorm
+
         self.replaced = [(name, module) for name, module in model.named_modules()
                          if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm)]
         log.info("trainer.sync_batchnorm: %d BatchNorm layers synchronised across processes", len(self.replaced))

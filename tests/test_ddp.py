@@ -1,0 +1,227 @@
+"""Many processes train what one process trains: 2 gloo ranks on CPU against a one-process run,
+sync BatchNorm that keeps timm's activations, frozen BN that stays frozen, Slurm ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from conftest import ROOT, TINY, compose_config
+from transferlab import parallel
+from transferlab.backbones import create_backbone
+from transferlab.classifier import ImageClassifier
+from transferlab.data.base import EpochSampler
+from transferlab.freeze import HeadOnly, TopBlocks
+from transferlab.run import train
+
+STRATEGIES = {
+    "head_only_cached": ["strategy=head_only"],
+    "head_only_images": ["strategy=head_only", "feature_cache.enabled=false"],
+    "full_finetune": ["strategy=full_finetune"],
+    "top_blocks_reinit": ["strategy=top_blocks", "strategy.reinit=true"],
+    "two_phase": ["strategy=two_phase", "strategy.head_epochs=1"],
+    "gradual": ["strategy=gradual"],
+    "discriminative": ["strategy=discriminative"],
+    "scratch": ["strategy=scratch"],
+    "auto": ["strategy=auto"],
+}
+BACKBONES = {"lite0": ["model=efficientnet_lite0"], "resnet18": ["model=resnet18", "model.pretrained=false"]}
+# BatchNorm layers that train normalise each rank's half batch on CPU (torch's SyncBatchNorm needs
+# CUDA), so those runs follow the one-process run closely but not to the last digit.
+BN_TRAINS = {"full_finetune", "top_blocks_reinit", "gradual", "discriminative", "scratch", "auto"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_ranks(command: list[str], environments: list[dict[str, str]]) -> list[subprocess.Popen]:
+    return [subprocess.Popen(command, env={**os.environ, "PYTHONWARNINGS": "ignore", **extra}, cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for extra in environments]
+
+
+def wait(processes: list[subprocess.Popen], timeout: float) -> list[str]:
+    outputs = [process.communicate(timeout=timeout)[0] for process in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-4000:]
+    return outputs
+
+
+def torchrun_environment(rank: int, port: int) -> dict[str, str]:
+    return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
+            "LOCAL_RANK": str(rank), "NODE_RANK": "0"}
+
+
+@pytest.fixture(scope="module")
+def ddp_and_single_runs(colour_folder, tmp_path_factory) -> tuple[Path, Path]:
+    """Every strategy × a timm (packaged lite0) and a torchvision backbone, on 2 ranks and on one process."""
+    base = [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=2", "optimizer.lr=0.01"]
+    runs = {f"{b}-{s}": [*base, *model, *strategy] for b, model in BACKBONES.items() for s, strategy in STRATEGIES.items()}
+    ddp_dir, single_dir = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("single")
+    spec = ddp_dir / "spec.json"
+    spec.write_text(json.dumps({"out": str(ddp_dir), "runs": [
+        {"name": name, "overrides": [*overrides, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]}
+        for name, overrides in runs.items()]}))
+    port = free_port()
+    ranks = start_ranks([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(spec)],
+                        [torchrun_environment(rank, port) for rank in range(2)])
+    for name, overrides in runs.items():  # the one-process references, while the ranks train
+        train(compose_config(overrides, single_dir / name))
+    outputs = wait(ranks, timeout=1500)
+    (ddp_dir / "rank0.log").write_text(outputs[0])
+    return ddp_dir, single_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_two_ranks_train_what_one_process_trains(ddp_and_single_runs, backbone, strategy):
+    ddp_dir, single_dir = ddp_and_single_runs
+    name = f"{backbone}-{strategy}"
+    ddp = json.loads((ddp_dir / name / "metrics.json").read_text())
+    single = json.loads((single_dir / name / "metrics.json").read_text())
+    assert ddp["status"] == "completed", ddp
+    assert ddp["ddp/world_size"] == 2 and ddp["ddp/ranks_in_sync"] is True, "every parameter identical on both ranks"
+    assert "ddp/ranks_in_sync" not in single
+    for key in ("data/train_size", "data/val_size", "data/test_size", "model/params/trainable", "strategy", "epochs"):
+        assert ddp[key] == single[key], key
+    # Same global batches (data.batch_size is shared by the ranks), unpadded evaluation: the test
+    # metrics of a run whose BatchNorm stays frozen agree to float rounding.
+    tolerance = 0.12 if strategy in BN_TRAINS else 1e-4
+    assert ddp["test/acc"] == pytest.approx(single["test/acc"], abs=tolerance)
+    assert ddp["test/loss"] == pytest.approx(single["test/loss"], abs=tolerance, rel=tolerance)
+
+
+@pytest.mark.slow
+def test_the_guard_names_the_first_parameter_that_differs_across_ranks(ddp_and_single_runs):
+    ddp_dir, _ = ddp_and_single_runs
+    assert (ddp_dir / "guard.txt").read_text().startswith(
+        "DDP ranks out of sync after fit: parameter 'bias' differs between rank 0 and rank 1")
+
+
+@pytest.mark.slow
+def test_sync_batchnorm_on_cpu_is_off_and_said_in_the_log(ddp_and_single_runs):
+    ddp_dir, _ = ddp_and_single_runs
+    assert "trainer.sync_batchnorm: off on cpu" in (ddp_dir / "rank0.log").read_text()
+
+
+@pytest.mark.slow
+def test_one_run_over_two_slurm_nodes_writes_one_metrics_file_with_ranks_in_sync(colour_folder, tmp_path):
+    """The environment srun gives the two tasks of `--nodes=2 --ntasks-per-node=1`, both on this machine."""
+    port = free_port()
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_ID": "4242",
+             "SLURM_STEP_ID": "0", "SLURM_JOB_NAME": "transferlab", "SLURM_NODELIST": "127.0.0.1",
+             "MASTER_PORT": str(port)}
+    environments = [{**slurm, "SLURM_PROCID": str(rank), "SLURM_NODEID": str(rank), "SLURM_LOCALID": "0"} for rank in range(2)]
+    overrides = [*TINY, f"data.root={colour_folder}", "strategy=two_phase", "strategy.head_epochs=1",
+                 "trainer=ddp", "trainer.accelerator=cpu", "trainer.num_nodes=2", "trainer.devices=1",
+                 f"paths.log_dir={tmp_path}"]
+    wait(start_ranks([sys.executable, str(ROOT / "src" / "train.py"), *overrides], environments), timeout=600)
+    written = list(tmp_path.rglob("metrics.json"))
+    assert [p.parent.name for p in written] == ["slurm-4242.0"], "one run directory that both tasks agree on"
+    metrics = json.loads(written[0].read_text())
+    assert metrics["status"] == "completed" and metrics["ddp/world_size"] == 2 and metrics["ddp/ranks_in_sync"] is True
+
+
+def test_slurm_tasks_know_their_ranks_before_any_process_group(monkeypatch):
+    for name in ("LOCAL_RANK", "RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_NAME", "transferlab")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert parallel.started_externally() and parallel.local_rank() == 1 and not parallel.is_global_zero()
+    assert parallel.run_stamp() == "slurm-77.0"
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert parallel.is_global_zero()
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # salloc's shell: a single process
+    assert not parallel.started_externally() and parallel.local_rank() == 0
+
+
+def test_evaluation_shares_count_every_image_once_and_training_shares_are_padded():
+    def shares(size: int, shuffle: bool) -> list[list[int]]:
+        samplers = []
+        for rank in range(3):
+            sampler = EpochSampler(size, seed=0, shuffle=shuffle, keyed_by_epoch=False)
+            sampler.rank, sampler.world_size = rank, 3
+            samplers.append(sampler)
+        return [list(sampler) for sampler in samplers]
+
+    evaluation = shares(10, shuffle=False)
+    assert sorted(i for share in evaluation for i in share) == list(range(10))
+    assert [len(share) for share in evaluation] == [4, 3, 3]
+    training = shares(10, shuffle=True)
+    assert [len(share) for share in training] == [4, 4, 4], "every rank takes the same number of steps"
+    assert set(i for share in training for i in share) == set(range(10))
+
+
+def test_the_global_batch_must_divide_among_the_processes(monkeypatch, colour_folder):
+    from transferlab.data import ImageFolderDataModule
+    from transferlab.errors import TransferlabError
+
+    datamodule = ImageFolderDataModule(root=str(colour_folder), data_config=create_backbone("small_cnn", pretrained=False).data_config,
+                                       batch_size=15, num_workers=0)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    with pytest.raises(TransferlabError, match=r"data.batch_size=15 is the global batch, shared by 2 processes: choose a multiple of 2"):
+        datamodule.check_batch_size()
+
+
+def classifier(name: str) -> ImageClassifier:
+    backbone = create_backbone(name, pretrained=name == "efficientnet_lite0")
+    return ImageClassifier({"name": name}, num_classes=3, optimizer={"lr": 0.1}, backbone=backbone).eval()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "densenet121"])
+def test_timm_aware_sync_batchnorm_keeps_the_outputs_of_before(name):
+    torch.manual_seed(0)
+    module, images = classifier(name), torch.rand(2, 3, 64, 64)
+    if name == "resnet18":  # random weights: give its BN statistics something to change
+        for bn in (m for m in module.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():
+        before = module(images)
+        converted = parallel.TimmAwareSyncBatchNorm()
+        module = converted.convert(module).eval()
+        assert any(isinstance(m, nn.SyncBatchNorm) for m in module.modules())
+        assert torch.allclose(module(images), before, atol=1e-5)
+        module = converted.revert(module)
+        assert not any(isinstance(m, nn.SyncBatchNorm) for m in module.modules())
+        assert torch.allclose(module(images), before, atol=1e-5)
+
+
+def test_torchs_own_converter_would_drop_timms_activations():
+    """Why the timm-aware converter: Lightning's default turns BatchNormAct2d into a plain SyncBatchNorm."""
+    module, images = classifier("efficientnet_lite0"), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = module(images)
+        after = nn.SyncBatchNorm.convert_sync_batchnorm(module).eval()(images)
+    assert not torch.allclose(after, before, atol=1e-2)
+
+
+@pytest.mark.parametrize("policy", [HeadOnly(), TopBlocks(n=1)])
+def test_frozen_batchnorm_stays_frozen_after_conversion(policy):
+    """The freeze policy names frozen parts by path, so the converted layers are the ones kept in eval
+    (before, ResNet's stem bn1 captured at build time was put in eval; its replacement trained)."""
+    module = classifier("resnet18")
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    module.trainer = trainer
+    policy.freeze_before_training(module)
+    module = parallel.TimmAwareSyncBatchNorm().convert(module)
+    policy.on_train_batch_start(trainer, module, batch=None, batch_idx=0)
+    stem = module.get_submodule("backbone.features.bn1")
+    assert isinstance(stem, nn.SyncBatchNorm) and not stem.training
+    frozen = [m for path in policy.inference_mode for m in module.get_submodule(path).modules() if isinstance(m, nn.SyncBatchNorm)]
+    assert frozen and not any(m.training for m in frozen)
