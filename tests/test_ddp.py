@@ -35,6 +35,9 @@ STRATEGIES = {
     "auto": ["strategy=auto"],
 }
 BACKBONES = {"lite0": ["model=efficientnet_lite0"], "resnet18": ["model=resnet18", "model.pretrained=false"]}
+# The torchvision backbone for what differs between families: BN in a grouped stem, phase changes.
+RESNET_STRATEGIES = ("full_finetune", "top_blocks_reinit", "two_phase", "gradual")
+RUNS = [(b, s) for b in BACKBONES for s in STRATEGIES if b == "lite0" or s in RESNET_STRATEGIES]
 # BatchNorm layers that train normalise each rank's half batch on CPU (torch's SyncBatchNorm needs
 # CUDA), so those runs follow the one-process run closely but not to the last digit.
 BN_TRAINS = {"full_finetune", "top_blocks_reinit", "gradual", "discriminative", "scratch", "auto"}
@@ -66,8 +69,10 @@ def torchrun_environment(rank: int, port: int) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ddp_and_single_runs(colour_folder, tmp_path_factory) -> tuple[Path, Path]:
     """Every strategy × a timm (packaged lite0) and a torchvision backbone, on 2 ranks and on one process."""
-    base = [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=2", "optimizer.lr=0.01"]
-    runs = {f"{b}-{s}": [*base, *model, *strategy] for b, model in BACKBONES.items() for s, strategy in STRATEGIES.items()}
+    # Dropout off: each process draws its own masks for its share of the batch, so with dropout
+    # the runs differ by the masks, not by anything DDP should keep equal.
+    base = [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=2", "optimizer.lr=0.01", "model.dropout=0"]
+    runs = {f"{b}-{s}": [*base, *BACKBONES[b], *STRATEGIES[s]] for b, s in RUNS}
     ddp_dir, single_dir = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("single")
     spec = ddp_dir / "spec.json"
     spec.write_text(json.dumps({"out": str(ddp_dir), "runs": [
@@ -84,8 +89,7 @@ def ddp_and_single_runs(colour_folder, tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", BACKBONES)
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("backbone,strategy", RUNS)
 def test_two_ranks_train_what_one_process_trains(ddp_and_single_runs, backbone, strategy):
     ddp_dir, single_dir = ddp_and_single_runs
     name = f"{backbone}-{strategy}"

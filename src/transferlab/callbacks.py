@@ -124,13 +124,16 @@ class EvaluationFigures(Callback):
 class SeedEachBatch(Callback):
     """Reseed every random generator before each training batch from (seed, epoch, batch),
     so a run resumed from a checkpoint draws the same dropout masks as one that never
-    stopped, whatever else (loader start-up, sanity checks) consumed random numbers."""
+    stopped, whatever else (loader start-up, sanity checks) consumed random numbers.
+    Under DDP the rank joins the key: otherwise every rank would draw the same masks for
+    its share of the batch (sample i of each share dropped alike)."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        seed = hash((self.seed, trainer.current_epoch, batch_idx)) & 0x7FFF_FFFF
+        key = (self.seed, trainer.current_epoch, batch_idx)
+        seed = hash(key if trainer.world_size == 1 else (*key, trainer.global_rank)) & 0x7FFF_FFFF
         seed_everything(seed, workers=True, verbose=False)
 
 
