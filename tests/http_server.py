@@ -1,4 +1,5 @@
-"""A real HTTP server on 127.0.0.1 for download tests: Range requests, and connections cut on demand."""
+"""A real HTTP server on 127.0.0.1 for download tests: Range requests (416 past the end), connections
+cut on demand, and responses held back until a test lets them go."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class FileServer(ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.cuts: dict[str, int] = {}  # path → how many more responses to cut half way
         self.requests: list[tuple[str, str | None]] = []
+        self.holds: dict[str, threading.Event] = {}  # path → its responses wait until the event is set
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -34,6 +36,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         start = int(wanted.removeprefix("bytes=").split("-")[0]) if wanted else 0
+        if start >= len(data) > 0:  # as real servers answer a Range past the end (RFC 9110 15.5.17)
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path in self.server.holds:
+            self.server.holds[self.path].wait()
         body = data[start:]
         self.send_response(206 if start else 200)
         if start:

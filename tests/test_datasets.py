@@ -12,6 +12,8 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -24,7 +26,7 @@ from conftest import ROOT
 from http_server import FileServer
 from transferlab.backbones import DataConfig
 from transferlab.data import CatsVsDogsDataModule, CIFAR10DataModule, FashionMNISTDataModule, HymenopteraDataModule
-from transferlab.data.download import DownloadError
+from transferlab.data.download import DownloadError, Remote, download
 from transferlab.errors import TransferlabError
 
 CONFIG = DataConfig(input_size=32)
@@ -122,6 +124,11 @@ def server():
     served.stop()
 
 
+def listing(folder: Path) -> list[str]:
+    """What a folder holds, less the lock files that stay beside what they guarded (empty, never read)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def hymenoptera(server, data_dir: Path, **kwargs) -> HymenopteraDataModule:
     archive = server.files["/hymenoptera_data.zip"]
     options = {"md5": md5(archive), **kwargs}
@@ -139,7 +146,7 @@ def test_hymenoptera_downloads_once_val_is_the_test_split_validation_comes_from_
     assert {Path(p).parent.parent.name for p in module.splits["test"].images} == {"val"}
     assert Counter(module.splits["val"].labels) == {0: 1, 1: 1}
     assert {Path(p).parent.parent.name for p in module.splits["val"].images} == {"train"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hymenoptera_data", "hymenoptera_data.zip"]
+    assert listing(tmp_path) == ["hymenoptera_data", "hymenoptera_data.zip"]
 
     before = len(server.requests)
     again = hymenoptera(server, tmp_path)
@@ -152,7 +159,7 @@ def test_a_checksum_mismatch_is_a_clear_error_that_leaves_nothing(server, tmp_pa
     module = hymenoptera(server, tmp_path, md5="0" * 32)
     with pytest.raises(DownloadError, match="does not match its published checksum"):
         module.prepare_data()
-    assert list(tmp_path.iterdir()) == []
+    assert listing(tmp_path) == []
 
 
 def test_a_cut_connection_is_resumed_with_a_range_request(server, tmp_path):
@@ -187,6 +194,117 @@ def test_offline_without_a_copy_names_url_file_checksum_and_directory(tmp_path):
     message = str(error.value)
     for part in ("http://127.0.0.1:9/hymenoptera_data.zip", "file: hymenoptera_data.zip", "md5 abc", str(tmp_path / "hymenoptera_data.zip")):
         assert part in message
+
+
+@pytest.mark.parametrize("part", ["complete", "corrupt", "longer"])
+def test_a_part_with_nothing_left_to_fetch_goes_to_the_checksum(part, server, tmp_path):
+    """A run stopped between the last byte and the rename leaves a whole `.part`; the server answers its
+    Range request with 416. A part that matches is renamed into place, one that does not is fetched
+    again from the start (the checksum, or without one the size the 416 gives, tells)."""
+    data = server.files["/hymenoptera_data.zip"]
+    (tmp_path / "hymenoptera_data.zip.part").write_bytes({"complete": data, "corrupt": bytes(len(data)), "longer": data + b"x"}[part])
+    start = len(server.requests)
+    remote = Remote(url=server.url("hymenoptera_data.zip"), filename="hymenoptera_data.zip",
+                    md5=None if part == "longer" else md5(data))
+    assert download(remote, tmp_path).read_bytes() == data
+    resumed_at = len(data) + (part == "longer")
+    assert [wanted for _, wanted in server.requests[start:]] == [f"bytes={resumed_at}-"] + ([] if part == "complete" else [None])
+    assert listing(tmp_path) == ["hymenoptera_data.zip"]
+
+
+SWEEP_JOB = """
+import logging, os, sys, time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from transferlab import feature_cache
+from transferlab.backbones import DataConfig, create_backbone
+from transferlab.data import HymenopteraDataModule
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+url, md5, data_dir, cache_dir, markers = sys.argv[1:]
+original = feature_cache.frozen_features
+
+
+def held(*args, **kwargs):
+    (Path(markers) / f"forward-pass-{os.getpid()}").touch()
+    while not (Path(markers) / "go").exists():  # the test lets the pass go on once the other job waits
+        time.sleep(0.05)
+    return original(*args, **kwargs)
+
+
+feature_cache.frozen_features = held
+(Path(markers) / f"ready-{os.getpid()}").touch()
+while not (Path(markers) / "start").exists():  # both jobs imported: they start together, as a sweep's do
+    time.sleep(0.05)
+data = HymenopteraDataModule(url=url, filename="hymenoptera_data.zip", md5=md5, data_dir=data_dir,
+                             data_config=DataConfig(input_size=32), num_workers=0)
+data.prepare_data()
+data.setup()
+torch.manual_seed(0)
+backbone = create_backbone("small_cnn", pretrained=False)
+module = SimpleNamespace(backbone=backbone, features=backbone, device=torch.device("cpu"))
+features = feature_cache.split_features(module, data, "test", augment=False, views=1, directory=Path(cache_dir))
+print(tuple(features.shape), features.double().sum().item())
+"""
+
+
+def wait_until(condition, what: str, jobs: list[subprocess.Popen], logs: list[Path], deadline_s: float = 300) -> None:
+    """Poll while the jobs run; a job that ends first, or a stall, fails with the jobs' logs."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if any(job.poll() is not None for job in jobs) or time.monotonic() > end:
+            pytest.fail(f"never saw {what}; the jobs' logs:\n" + "\n---\n".join(log.read_text()[-3000:] for log in logs))
+        time.sleep(0.1)
+
+
+def test_two_sweep_jobs_started_together_download_extract_and_compute_features_once(server, tmp_path):
+    """Two OS processes want the same archive, folder and feature-cache entry at once: one does each
+    piece of work while the other waits for it, then reads the complete result."""
+    archive = "/hymenoptera_data.zip"
+    data_dir, cache_dir, markers = tmp_path / "data", tmp_path / "features", tmp_path / "markers"
+    markers.mkdir()
+    server.holds[archive] = threading.Event()  # the download that starts stays open until the other job waits
+    start = len(server.requests)
+    command = [sys.executable, "-c", SWEEP_JOB, server.url(archive), md5(server.files[archive]), str(data_dir),
+               str(cache_dir), str(markers)]
+    env = {**os.environ, "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1", "PYTHONWARNINGS": "ignore"}
+    logs = [tmp_path / f"job{i}.log" for i in range(2)]
+    jobs = []
+    for log in logs:
+        with log.open("w") as stderr:
+            jobs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=ROOT))
+
+    def waiting_for(name: str) -> bool:
+        return any(f"waiting for another process that is writing {name}" in log.read_text() for log in logs)
+
+    try:
+        wait_until(lambda: len(list(markers.glob("ready-*"))) == 2, "both jobs ready", jobs, logs)
+        (markers / "start").touch()
+        wait_until(lambda: len(server.requests) > start, "the download", jobs, logs)
+        wait_until(lambda: waiting_for(str(data_dir / "hymenoptera_data.zip")), "a job waiting for the download", jobs, logs)
+        server.holds.pop(archive).set()
+        wait_until(lambda: any(markers.glob("forward-pass-*")), "a forward pass", jobs, logs)
+        wait_until(lambda: waiting_for(str(cache_dir / "test-")), "a job waiting for the features", jobs, logs)
+        (markers / "go").touch()
+        outputs = [job.communicate(timeout=300)[0] for job in jobs]
+    finally:
+        server.holds.pop(archive, threading.Event()).set()
+        (markers / "start").touch()
+        (markers / "go").touch()
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+    assert [job.returncode for job in jobs] == [0, 0], [log.read_text()[-3000:] for log in logs]
+    assert [path for path, _ in server.requests[start:]] == [archive], "one download"
+    assert sum(log.read_text().count("extracting hymenoptera_data.zip") for log in logs) == 1, "one extraction"
+    assert len(list(markers.glob("forward-pass-*"))) == 1, "one forward pass"
+    assert outputs[0] == outputs[1] and outputs[0].startswith("(1, 6, ")  # the waiting job read the complete file
+    assert listing(data_dir) == ["hymenoptera_data", "hymenoptera_data.zip"], "no part, no staging folder left"
+    saved = listing(cache_dir)
+    assert len(saved) == 1 and saved[0].startswith("test-") and saved[0].endswith(".pt"), saved
 
 
 def test_an_existing_copy_is_used_without_downloading(server, tmp_path):
@@ -256,6 +374,54 @@ def test_a_large_folder_is_checked_on_every_core_with_the_same_result(tmp_path, 
     assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in parallel_report.splitlines()) == sorted(broken)
 
 
+def test_a_damaged_scan_cache_is_reported_and_every_file_checked_again(tmp_path, caplog):
+    from transferlab.data import scan
+
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(jpeg(1, seed=i))
+    files = sorted(tmp_path.glob("*.jpg"))
+    for damaged in ('{"0.jpg": 5}', '["0.jpg"]', '{"0.jpg": [1, 2'):
+        (tmp_path / scan.CACHE_NAME).write_text(damaged)
+        caplog.clear()
+        assert scan.scan(tmp_path, files) == files
+        assert f"scan cache {tmp_path / scan.CACHE_NAME} is" in caplog.text and "checking every image again" in caplog.text
+        assert sorted(json.loads((tmp_path / scan.CACHE_NAME).read_text())) == ["0.jpg", "1.jpg", "2.jpg"]
+
+
+def test_two_jobs_scanning_one_folder_at_once_check_each_file_once(tmp_path, monkeypatch, caplog):
+    """The second job waits for the first one's lock, then reads its cache (threads hold separate
+    locks, as processes do)."""
+    from transferlab.data import scan
+
+    caplog.set_level("INFO", logger="transferlab.data.download")
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(jpeg(1, seed=i))
+    files = sorted(tmp_path.glob("*.jpg"))
+    release, checked, results = threading.Event(), [], []
+    original = scan.problem_with
+
+    def held(path: Path) -> str | None:
+        checked.append(path.name)
+        release.wait()
+        return original(path)
+
+    monkeypatch.setattr(scan, "problem_with", held)
+    jobs = [threading.Thread(target=lambda: results.append(scan.scan(tmp_path, files)), daemon=True) for _ in range(2)]
+    try:
+        for job in jobs:
+            job.start()
+        end = time.monotonic() + 120
+        while "waiting for another process that is writing" not in caplog.text:
+            assert len(checked) < 2 and time.monotonic() < end, "both jobs check the files"
+            time.sleep(0.05)
+    finally:
+        release.set()
+    for job in jobs:
+        job.join()
+    assert results == [files, files] and sorted(checked) == ["0.jpg", "1.jpg", "2.jpg"]
+    assert listing(tmp_path) == [scan.CACHE_NAME, *(f.name for f in files)], "no partial file left"
+
+
 def test_a_class_folder_with_only_broken_files_is_an_error_before_training(tmp_path):
     from transferlab.data import ImageFolderDataModule
 
@@ -287,7 +453,7 @@ def test_fashion_mnist_idx_files_download_and_read(server, tmp_path):
     module.setup()
     assert {k: len(v.labels) for k, v in module.splits.items()} == {"train": 50, "val": 10, "test": 20}
     assert module.class_names[9] == "Ankle boot"
-    assert sorted(p.name for p in (tmp_path / "FashionMNIST" / "raw").iterdir()) == sorted(files)
+    assert listing(tmp_path / "FashionMNIST" / "raw") == sorted(files)
 
 
 @pytest.mark.slow

@@ -46,6 +46,11 @@ def datamodule(root, **options) -> ImageFolderDataModule:
     return module
 
 
+def cache_files(folder) -> list[str]:
+    """What a cache folder holds, less the lock files that stay beside what they guarded (empty, never read)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def test_decoded_evaluation_images_are_the_file_path_images(photo_folder):
     from_files = datamodule(photo_folder).image_dataset("val", augment=False)
     from_cache = datamodule(photo_folder, decode_cache="memory").image_dataset("val", augment=False)
@@ -114,15 +119,16 @@ def test_the_disk_cache_is_written_once_and_reused(photo_folder, tmp_path, monke
     cache_dir = tmp_path / "decoded"
     first = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir))
     written = first.decoded_images("train")
-    files = sorted(p.name for p in cache_dir.iterdir())
+    files = cache_files(cache_dir)
     assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".u8"), files
     index = json.loads((cache_dir / files[0]).read_text())
-    assert len(index["shapes"]) == 16 and (cache_dir / files[1]).stat().st_size == sum(h * w * 3 for h, w in index["shapes"])
+    count = len(first.splits["train"].labels)  # train/ less the validation images held out of it
+    assert len(index["shapes"]) == count and (cache_dir / files[1]).stat().st_size == sum(h * w * 3 for h, w in index["shapes"])
 
     calls = []
     monkeypatch.setattr(decoded, "decode_resized", lambda *a: calls.append(a) or pytest.fail("decoded again"))
     again = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
-    assert not calls and all(np.array_equal(written[i], again[i]) for i in range(16))
+    assert not calls and all(np.array_equal(written[i], again[i]) for i in range(count))
     # What a spawned loader worker receives: the file's name, not its pixels.
     pickled = pickle.dumps(again)
     assert len(pickled) < again.nbytes / 10 and np.array_equal(pickle.loads(pickled)[3], written[3])
@@ -149,10 +155,10 @@ def test_an_interrupted_disk_cache_leaves_nothing_a_later_run_trusts(photo_folde
     monkeypatch.setattr(decoded, "decode_resized", failing)
     with pytest.raises(KeyboardInterrupt):
         datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
-    assert not list(cache_dir.iterdir()), "no partial file, no index"
+    assert not cache_files(cache_dir), "no partial file, no index"
     monkeypatch.undo()
-    images = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
-    assert len(images) == 16
+    module = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir))
+    assert len(module.decoded_images("train")) == len(module.splits["train"].labels)
 
 
 def test_bad_decode_cache_settings_name_the_choices(photo_folder):
@@ -190,3 +196,74 @@ def test_the_cache_tool_reports_and_clears_the_caches(tmp_path, offline_env):
     assert "(deleted)" in cleared.stdout and not (tmp_path / "decoded_cache").exists() and (tmp_path / "feature_cache").exists()
     wrong = cache("clear=everything")
     assert wrong.returncode == 1 and "use clear=true or one of feature_cache, decoded_cache" in wrong.stderr
+
+
+def test_the_key_changes_with_the_decoding_libraries(photo_folder, monkeypatch):
+    import PIL
+    import torchvision
+
+    sources = sorted((photo_folder / "train" / "a").iterdir())
+    key = decoded.cache_key(sources, 73, "bilinear")
+    for library in (PIL, torch, torchvision):
+        with monkeypatch.context() as patched:
+            patched.setattr(library, "__version__", "0.0.1-upgraded")
+            assert decoded.cache_key(sources, 73, "bilinear") != key, library.__name__
+    assert decoded.cache_key(sources, 73, "bilinear") == key
+
+
+@pytest.mark.parametrize("damage", ["truncated pixels", "garbled index", "index of another split"])
+def test_a_damaged_disk_cache_is_reported_and_decoded_again(damage, photo_folder, tmp_path, caplog):
+    cache_dir = tmp_path / "decoded"
+    written = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
+    [pixels] = cache_dir.glob("*.u8")
+    index = pixels.with_suffix(".json")
+    # A new file in the old one's place: truncating the inode that `written` maps would kill the process.
+    damaged = {
+        "truncated pixels": (pixels, pixels.read_bytes()[:1000]),
+        "garbled index": (index, b'{"version": 1, "sha'),
+        "index of another split": (index, json.dumps({"version": 1, "shapes": json.loads(index.read_text())["shapes"][:3]}).encode()),
+    }[damage]
+    damaged[0].unlink()
+    damaged[0].write_bytes(damaged[1])
+    again = datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
+    assert f"decode cache {pixels} is unreadable" in caplog.text and "decoding the images again" in caplog.text
+    assert len(again) == len(written) and all(np.array_equal(written[i], again[i]) for i in range(len(written)))
+    assert not list(cache_dir.glob("*.partial"))
+
+
+def test_two_jobs_that_want_the_same_split_decode_it_once(photo_folder, tmp_path, monkeypatch, caplog):
+    """The second job waits for the first one's lock, then maps its file instead of decoding (threads hold
+    separate locks, as processes do)."""
+    import threading
+    import time
+
+    caplog.set_level("INFO", logger="transferlab.data.download")
+    release, calls = threading.Event(), []
+    original = decoded.decode_resized
+
+    def held(*args):
+        calls.append(args[0])
+        release.wait()
+        return original(*args)
+
+    monkeypatch.setattr(decoded, "decode_resized", held)
+    cache_dir, results = tmp_path / "decoded", []
+
+    def job() -> None:
+        results.append(datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train"))
+
+    jobs = [threading.Thread(target=job, daemon=True) for _ in range(2)]
+    try:
+        for thread in jobs:
+            thread.start()
+        end = time.monotonic() + 120
+        while f"waiting for another process that is writing {cache_dir}" not in caplog.text:
+            assert len(calls) < 2 and time.monotonic() < end, "both jobs decode"
+            time.sleep(0.05)
+    finally:
+        release.set()
+    for thread in jobs:
+        thread.join()
+    assert len(results) == 2 and len(calls) == len(results[0]) == len(results[1]), "each image decoded once"
+    assert all(np.array_equal(results[0][i], results[1][i]) for i in range(len(calls)))
+    assert len(list(cache_dir.glob("*.u8"))) == 1 and not list(cache_dir.glob("*.partial"))

@@ -80,3 +80,70 @@ def test_auto_decides_before_training_so_that_its_head_only_uses_the_cache(colou
     assert metrics["auto/choice"] == "head_only" and metrics["feature_cache"] is True
     assert metrics["model/params/trainable"] == 1280 * 3 + 3  # efficientnet_lite0's features → 3 classes
     assert metrics["test/acc"] > 0.8
+
+
+def frozen_small_cnn(colour_folder, **options):
+    """A backbone and a datamodule as `split_features` sees them, without a training run."""
+    from types import SimpleNamespace
+
+    from transferlab.backbones import DataConfig, create_backbone
+    from transferlab.data import ImageFolderDataModule
+
+    torch.manual_seed(0)
+    backbone = create_backbone("small_cnn", pretrained=False)
+    data = ImageFolderDataModule(root=str(colour_folder), data_config=DataConfig(input_size=32), num_workers=0, **options)
+    data.setup()
+    return SimpleNamespace(backbone=backbone, features=backbone, device=torch.device("cpu")), data
+
+
+def test_the_key_changes_with_the_decode_cache_and_the_library_versions(colour_folder, monkeypatch):
+    import PIL
+    import timm
+    import torchvision
+
+    module, data = frozen_small_cnn(colour_folder)
+    key = feature_cache.cache_key(module, data, "train", augment=True, views=2)
+    assert feature_cache.cache_key(module, data, "train", augment=True, views=2) == key
+    data.decode_cache = "memory"  # decoded images get another transform: other augmentation draws
+    decoded = feature_cache.cache_key(module, data, "train", augment=True, views=2)
+    assert decoded != key
+    data.decode_cache = "disk"  # the same pixels as in memory: the same features
+    assert feature_cache.cache_key(module, data, "train", augment=True, views=2) == decoded
+    data.decode_cache = None
+    for library in (torch, torchvision, timm, PIL):
+        with monkeypatch.context() as patched:
+            patched.setattr(library, "__version__", "0.0.1-upgraded")
+            assert feature_cache.cache_key(module, data, "train", augment=True, views=2) != key, library.__name__
+    assert feature_cache.cache_key(module, data, "train", augment=True, views=2) == key
+
+
+def test_a_damaged_feature_file_is_reported_and_computed_again(colour_folder, tmp_path, monkeypatch, caplog):
+    module, data = frozen_small_cnn(colour_folder)
+    passes = []
+    original = feature_cache.frozen_features
+    monkeypatch.setattr(feature_cache, "frozen_features", lambda *a, **k: passes.append(1) or original(*a, **k))
+    features = feature_cache.split_features(module, data, "val", augment=False, views=1, directory=tmp_path)
+    [saved] = tmp_path.glob("val-*.pt")
+    good = saved.read_bytes()
+    for damage in (good[: len(good) // 2], b"", b"not a tensor file"):
+        saved.write_bytes(damage)
+        caplog.clear()
+        again = feature_cache.split_features(module, data, "val", augment=False, views=1, directory=tmp_path)
+        assert torch.equal(again, features)
+        assert f"feature cache {saved} is unreadable" in caplog.text and "computing the features again" in caplog.text
+    assert len(passes) == 4, "computed once, then once per damaged file"
+    assert torch.equal(torch.load(saved, weights_only=True), features) and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_feature_file_that_cannot_be_written_costs_the_cache_not_the_run(colour_folder, tmp_path, monkeypatch, caplog):
+    module, data = frozen_small_cnn(colour_folder)
+
+    def full_disk(obj, path, *args, **kwargs):
+        open(path, "wb").close()  # as a save that ran out of space: a file was begun
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    features = feature_cache.split_features(module, data, "val", augment=False, views=1, directory=tmp_path)
+    assert features.shape == (1, 18, module.backbone.num_features)
+    assert "feature cache: could not write" in caplog.text and "No space left on device" in caplog.text
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")], "no partial file, no cache file"

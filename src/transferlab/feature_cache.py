@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +27,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from transferlab.data.decoded import DECODING_LIBRARIES, library_versions
+from transferlab.data.download import locked, partial_path
 from transferlab.data.images import sources_digest
 from transferlab.transferability import frozen_features
 
@@ -47,17 +50,26 @@ class FeatureViews(Dataset):
 
 
 def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
+    """Everything the features depend on: the backbone (name, weights and where it runs: CPU and GPU
+    kernels round differently), the preprocessing, the augmentation and whether it runs on decoded
+    images (`data.decode_cache`: another transform, other draws; memory and disk hold the same
+    pixels), the split's files and labels, the seed, and the versions of the libraries that decode,
+    transform and run the images (an upgrade may change the features)."""
     digest = hashlib.sha256()
     for name, tensor in module.backbone.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     described = {
+        "backbone": module.backbone.name,
+        "device": torch.device(module.device).type,
         "data_config": datamodule.data_config.to_dict(),
         "augment": vars(datamodule.augment) if augment else None,
+        "decoded": bool(datamodule.decode_cache),
         "views": views,
         "seed": datamodule.seed,
         "labels": datamodule.splits[split].labels,
         "images": sources_digest(datamodule.splits[split].images),
+        "libraries": library_versions(*DECODING_LIBRARIES, "timm"),  # timm builds most backbones
     }
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:24]
@@ -65,11 +77,22 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
 
 @torch.no_grad()
 def split_features(module, datamodule, split: str, augment: bool, views: int, directory: Path | None) -> torch.Tensor:
-    """(views, N, num_features) features of one split, from disk if this exact view was computed before."""
-    path = directory / f"{split}-{cache_key(module, datamodule, split, augment, views)}.pt" if directory else None
-    if path is not None and path.is_file():
-        log.info("feature cache: %s features from %s", split, path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+    """(views, N, num_features) features of one split, from disk if this exact view was computed before.
+    Jobs of a sweep that want the same features at once: one computes them, the others wait and read its file."""
+    if directory is None:
+        return _computed(module, datamodule, split, augment, views)
+    path = directory / f"{split}-{cache_key(module, datamodule, split, augment, views)}.pt"
+    with locked(path):
+        features = _read(path, views, len(datamodule.splits[split].labels))
+        if features is None:
+            features = _computed(module, datamodule, split, augment, views)
+            _publish(features, path)
+        else:
+            log.info("feature cache: %s features from %s", split, path)
+    return features
+
+
+def _computed(module, datamodule, split: str, augment: bool, views: int) -> torch.Tensor:
     dataset = datamodule.image_dataset(split, augment=augment)
     module.backbone.eval()
     computed = []
@@ -78,13 +101,36 @@ def split_features(module, datamodule, split: str, augment: bool, views: int, di
         keys = [(view, i) for i in range(len(dataset))] if augment else list(range(len(dataset)))
         loader = DataLoader(dataset, batch_size=datamodule.batch_size, sampler=keys, num_workers=datamodule.num_workers)
         computed.append(frozen_features(module.features, loader, device=module.device)[0])
-    features = torch.stack(computed)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
+    return torch.stack(computed)
+
+
+def _read(path: Path, views: int, count: int) -> torch.Tensor | None:
+    """The features saved at `path`, or None: there are none, or the file is damaged (reported; computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        features = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(features, torch.Tensor) or features.dim() != 3 or tuple(features.shape[:2]) != (views, count):
+            raise ValueError(f"it holds no ({views}, {count}, features) tensor")
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        log.warning("feature cache %s is unreadable (%s): computing the features again", path, reason)
+        return None
+    return features
+
+
+def _publish(features: torch.Tensor, path: Path) -> None:
+    """Save under a name of this process's own, then rename into place: a reader only ever opens a complete
+    file. A folder that cannot take the file costs the next run the forward pass, not this run."""
+    partial = partial_path(path)
+    try:
         torch.save(features, partial)
         partial.replace(path)
-    return features
+    except BaseException as error:  # interrupted, disk full: leave nothing behind
+        partial.unlink(missing_ok=True)
+        if not isinstance(error, (OSError, RuntimeError)):  # torch.save reports a full disk as RuntimeError
+            raise
+        log.warning("feature cache: could not write %s (%s); the next run computes these features again", path, error)
 
 
 def cache_features(module, datamodule, views: int, directory: str | None, until_epoch: int | None = None) -> None:

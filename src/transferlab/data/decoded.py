@@ -9,17 +9,19 @@ augmentation on tensors (`transforms.DecodedTransform`): no JPEG is decoded agai
 - `memory`: arrays in RAM (about 0.26 MB per image at 224 px); the DataLoader's
   forked workers share them.
 - `disk`: one memory-mapped file per split under `directory`, keyed by the files'
-  paths, sizes and modification times and the size they were resized to, so the
-  next run (or every run of a sweep) skips the decoding too. For sets larger than RAM.
+  paths, sizes and modification times, the size they were resized to and the
+  versions of the libraries that decode and resize them, so the next run (or every
+  run of a sweep) skips the decoding too. For sets larger than RAM. Jobs of a sweep
+  that start together decode a split once: the others wait for its file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
-import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from transferlab.data.download import locked, partial_path
 from transferlab.data.images import ImageSource, load_rgb, sources_digest
 from transferlab.errors import TransferlabError
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("memory", "disk")
 FORMAT_VERSION = 1  # bump when what is stored changes
+DECODING_LIBRARIES = ("PIL", "torch", "torchvision")  # Pillow decodes, torchvision (on torch) resizes
 
 
 class DecodedImages:
@@ -86,8 +90,14 @@ class _Decoding(Dataset):
         return decode_resized(self.sources[index], self.short_side, self.interpolation)
 
 
+def library_versions(*modules: str) -> dict[str, str]:
+    """The versions of the libraries whose code computes a cached result: an upgrade may change it."""
+    return {name: str(importlib.import_module(name).__version__) for name in modules}
+
+
 def cache_key(sources: Sequence[ImageSource], short_side: int, interpolation: str) -> str:
-    described = json.dumps([FORMAT_VERSION, short_side, interpolation, sources_digest(sources)])
+    described = json.dumps([FORMAT_VERSION, short_side, interpolation, sources_digest(sources),
+                            library_versions(*DECODING_LIBRARIES)], sort_keys=True)
     return hashlib.sha256(described.encode()).hexdigest()[:24]
 
 
@@ -96,48 +106,71 @@ def decode_images(sources: Sequence[ImageSource], short_side: int, interpolation
     """Decode and resize every image of `sources` once (in `num_workers` processes)."""
     if mode not in MODES:
         raise TransferlabError(f"decode_cache={mode!r}: choose one of {', '.join(MODES)} (or null: decode every epoch)")
-    path = None
-    if mode == "disk":
-        if not directory:
-            raise TransferlabError("decode_cache=disk needs decode_cache_dir=PATH (the data configs set ${paths.data_dir}/decoded_cache)")
-        path = Path(directory).expanduser() / f"{name}-{cache_key(sources, short_side, interpolation)}.u8"
-        if path.is_file():
-            log.info("decode cache: %d %s images from %s", len(sources), name, path)
-            return _load(path)
-    loader = DataLoader(_Decoding(sources, short_side, interpolation), batch_size=None, num_workers=num_workers)
-    decoded = tqdm(loader, total=len(sources), desc=f"decoding {name} images once", unit="img",
-                   disable=len(sources) < 500, leave=False)
-    images = DecodedImages(arrays=[image.numpy() for image in decoded]) if path is None else _write(path, decoded)
+    if mode == "disk" and not directory:
+        raise TransferlabError("decode_cache=disk needs decode_cache_dir=PATH (the data configs set ${paths.data_dir}/decoded_cache)")
+    path = Path(directory).expanduser() / f"{name}-{cache_key(sources, short_side, interpolation)}.u8" if mode == "disk" else None
+    if path is None:
+        images = DecodedImages(arrays=[image.numpy() for image in _decoding(sources, short_side, interpolation, num_workers, name)])
+    else:
+        with locked(path):  # jobs that want the same images: one decodes, the others wait and read its file
+            cached = _load(path, len(sources))
+            if cached is not None:
+                log.info("decode cache: %d %s images from %s", len(sources), name, path)
+                return cached
+            images = _write(path, _decoding(sources, short_side, interpolation, num_workers, name), len(sources))
     log.info("decode cache: %d %s images decoded at short side %d px (%.0f MB, %s)",
              len(sources), name, short_side, images.nbytes / 2**20, path or "in memory")
     return images
 
 
-def _write(path: Path, decoded) -> DecodedImages:
-    """Stream the pixels to `<key>.u8` and the shapes to `<key>.json`; the pixel file appears last,
-    renamed into place, so an interrupted run leaves no half-written cache that a later one would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # DDP ranks may write side by side
+def _decoding(sources: Sequence[ImageSource], short_side: int, interpolation: str, num_workers: int,
+              name: str) -> Iterable[torch.Tensor]:
+    loader = DataLoader(_Decoding(sources, short_side, interpolation), batch_size=None, num_workers=num_workers)
+    return tqdm(loader, total=len(sources), desc=f"decoding {name} images once", unit="img",
+                disable=len(sources) < 500, leave=False)
+
+
+def _write(path: Path, decoded: Iterable[torch.Tensor], count: int) -> DecodedImages:
+    """Stream the pixels to `<key>.u8` and the shapes to `<key>.json`, each under a name of this process's
+    own; the pixel file appears last, renamed into place, so no run ever opens a half-written cache."""
     index = path.with_suffix(".json")
-    index_partial = index.with_name(f"{index.name}.{os.getpid()}.partial")
+    pixels_partial, index_partial = partial_path(path), partial_path(index)
     shapes = []
     try:
-        with open(partial, "wb") as file:
+        with open(pixels_partial, "wb") as file:
             for image in decoded:
                 file.write(image.numpy().tobytes())
                 shapes.append(list(image.shape[:2]))
         index_partial.write_text(json.dumps({"version": FORMAT_VERSION, "shapes": shapes}))
         index_partial.replace(index)
-        partial.replace(path)
-    except BaseException:  # interrupted, disk full: leave nothing behind
-        partial.unlink(missing_ok=True)
+        pixels_partial.replace(path)
+    except BaseException as error:  # interrupted, disk full: leave nothing behind
+        pixels_partial.unlink(missing_ok=True)
         index_partial.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, str(pixels_partial), str(index_partial)):
+            raise TransferlabError(
+                f"could not write the decode cache {path} ({error}): free space there, set data.decode_cache_dir "
+                f"to another folder, or use data.decode_cache=memory"
+            ) from error
         raise
-    return _load(path)
+    return _open(path, count)
 
 
-def _load(path: Path) -> DecodedImages:
+def _load(path: Path, count: int) -> DecodedImages | None:
+    """The cache at `path`, or None: there is none, or it is unreadable (reported; decoded again)."""
+    if not path.is_file():
+        return None
+    try:
+        return _open(path, count)
+    except (OSError, ValueError, KeyError, TypeError, TransferlabError) as error:
+        log.warning("decode cache %s is unreadable (%s): decoding the images again", path, error)
+        return None
+
+
+def _open(path: Path, count: int) -> DecodedImages:
     shapes = np.array(json.loads(path.with_suffix(".json").read_text())["shapes"], dtype=np.int64).reshape(-1, 2)
+    if len(shapes) != count:
+        raise ValueError(f"its index {path.with_suffix('.json')} lists {len(shapes)} images, not {count}")
     sizes = shapes[:, 0] * shapes[:, 1] * 3
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     return DecodedImages(pixels=_open_pixels(path, int(sizes.sum())), offsets=offsets, shapes=shapes, path=path)

@@ -1,10 +1,16 @@
-"""Checksummed, resumable downloads and atomic extraction.
+"""Checksummed, resumable downloads, atomic extraction, and the file locks the caches share.
 
 A dataset is either fully in place or absent: bytes go to `<file>.part` (resumed
 with an HTTP Range request after a cut connection), are checked against the
 published checksum, and only then renamed to `<file>`; archives are extracted
 into a temporary directory that is renamed into place when complete. A later
 run trusts only what carries the final name.
+
+Jobs of a sweep start together and want the same files: each "check, compute,
+publish" runs under a file lock beside its result (`.<name>.lock`), so one job
+downloads, extracts or computes while the others wait and then use its result.
+What is written goes to a name no other process uses and is renamed into place,
+so a reader only ever opens a complete file.
 """
 
 from __future__ import annotations
@@ -13,15 +19,20 @@ import hashlib
 import http.client
 import logging
 import os
+import secrets
 import shutil
 import tarfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from transferlab.errors import TransferlabError
@@ -31,6 +42,44 @@ log = logging.getLogger(__name__)
 
 class DownloadError(TransferlabError):
     """A file could not be downloaded or failed its checksum."""
+
+
+def lock_path(path: Path) -> Path:
+    """A hidden file beside `path`: a folder of locks would be one more class to image-folder readers."""
+    return path.with_name(f"{'' if path.name.startswith('.') else '.'}{path.name}.lock")
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the lock of `path` for the block: check, compute and publish `path` there."""
+    lock = _acquire(path)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _acquire(path: Path) -> FileLock | None:
+    """The lock of `path`, held (after waiting for the process that holds it), or None where no lock
+    file can be made: a read-only folder, where nothing can be published either."""
+    lock = FileLock(lock_path(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
+            log.info("waiting for another process that is writing %s (lock %s)", path, lock_path(path))
+            lock.acquire()
+    except OSError as error:
+        log.debug("no lock for %s (%s): going on without one", path, error)
+        return None
+    return lock
+
+
+def partial_path(path: Path) -> Path:
+    """Where this process writes `path` before renaming it into place: no other process uses the name."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
 
 
 @dataclass(frozen=True)
@@ -66,7 +115,20 @@ def _fetch(url: str, partial: Path, timeout: float) -> None:
     """Append the missing bytes of `url` to `partial` (all of them if the server ignores Range)."""
     have = partial.stat().st_size if partial.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code != 416 or not have:
+            raise
+        # Range not satisfiable: nothing lies beyond the part (a run stopped between its last byte and
+        # the rename). The checksum decides whether it is this file; a part longer than the file is not.
+        size = _range_size(error.headers.get("Content-Range"))
+        error.close()
+        if size is not None and size != have:
+            partial.unlink()
+            _fetch(url, partial, timeout)
+        return
+    with response:
         if have and response.status != 206:
             have = 0  # no partial content: start over
         length = response.headers.get("Content-Length")
@@ -81,17 +143,51 @@ def _fetch(url: str, partial: Path, timeout: float) -> None:
         raise http.client.IncompleteRead(b"", total - partial.stat().st_size)
 
 
+def _range_size(content_range: str | None) -> int | None:
+    """The file's size from a 416's `Content-Range: bytes */SIZE`, when the server gives it."""
+    size = (content_range or "").rpartition("/")[2]
+    return int(size) if size.isdigit() else None
+
+
 def download(remote: Remote, directory: Path, retries: int = 3, timeout: float = 60.0) -> Path:
-    """`directory/remote.filename`, downloaded and verified unless it already is."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """`directory/remote.filename`, downloaded and verified unless it already is. Jobs that want
+    the same file at once wait for the one that downloads it."""
     target = directory / remote.filename
     if target.is_file():
         return target
-    partial = target.with_name(target.name + ".part")
+    with locked(target):
+        if not target.is_file():  # another job may have published it while this one waited
+            _download(remote, target, retries, timeout)
+    return target
+
+
+def _download(remote: Remote, target: Path, retries: int, timeout: float) -> None:
+    """Fetch into `<file>.part` and rename it into place once it matches its checksum. A part that an
+    earlier run left is resumed; should it then fail the checksum, the old bytes may be what is wrong:
+    start over once."""
+    partial = target.with_name(target.name + ".part")  # one name, written under the lock: a later run resumes it
+    resumed = partial.exists()
+    _fetch_with_retries(remote, partial, target, retries, timeout)
+    verified = matches(partial, remote)
+    if not verified and resumed:
+        log.warning("%s does not match its checksum (%s): downloading it again from the start", partial, remote.checksum())
+        partial.unlink()
+        _fetch_with_retries(remote, partial, target, retries, timeout)
+        verified = matches(partial, remote)
+    if not verified:
+        partial.unlink()
+        raise DownloadError(
+            f"{remote.filename} from {remote.url} does not match its published checksum ({remote.checksum()}); "
+            f"the download was deleted. Try again, or put a verified copy at {target}."
+        )
+    os.replace(partial, target)
+
+
+def _fetch_with_retries(remote: Remote, partial: Path, target: Path, retries: int, timeout: float) -> None:
     for attempt in range(1, retries + 1):
         try:
             _fetch(remote.url, partial, timeout)
-            break
+            return
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             log.warning("download of %s failed (attempt %d/%d): %s", remote.url, attempt, retries, error)
             if attempt == retries:
@@ -101,14 +197,6 @@ def download(remote: Remote, directory: Path, retries: int = 3, timeout: float =
                     f"  put it at: {target}  (or point data.root at an extracted copy)"
                 ) from error
             time.sleep(0.5 * attempt)
-    if not matches(partial, remote):
-        partial.unlink()
-        raise DownloadError(
-            f"{remote.filename} from {remote.url} does not match its published checksum ({remote.checksum()}); "
-            f"the download was deleted. Try again, or put a verified copy at {target}."
-        )
-    os.replace(partial, target)
-    return target
 
 
 def _safe_members(archive: tarfile.TarFile, destination: Path) -> list[tarfile.TarInfo]:
@@ -123,12 +211,40 @@ def _safe_members(archive: tarfile.TarFile, destination: Path) -> list[tarfile.T
 
 
 def extract(archive: Path, destination: Path, inside: str) -> Path:
-    """Extract `archive` and move its top-level folder `inside` to `destination`, atomically."""
+    """Extract `archive` and move its top-level folder `inside` to `destination`, atomically. Jobs
+    that want the same folder at once wait for the one that extracts it."""
     if destination.is_dir():
         return destination
-    staging = destination.parent / f".{destination.name}.extracting-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    with locked(destination):
+        if not destination.is_dir():  # another job may have extracted it while this one waited
+            _extract(archive, destination, inside)
+    return destination
+
+
+def _extract(archive: Path, destination: Path, inside: str) -> None:
+    prefix = f".{destination.name}.extracting-"
+    for stale in (p for p in destination.parent.iterdir() if p.name.startswith(prefix)):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run: under the lock, no one else extracts here
+    staging = destination.parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir(parents=True)
+    log.info("extracting %s to %s", archive.name, destination)
+    try:
+        _unpack(archive, staging)
+        if not (staging / inside).is_dir():
+            raise DownloadError(f"{archive} has no top-level folder {inside!r}; delete it to download again")
+        os.replace(staging / inside, destination)
+    except OSError as error:
+        if destination.is_dir():  # published by a job that could take no lock: the same archive, the same folder
+            return
+        raise DownloadError(
+            f"could not move the extracted {inside} to {destination} ({error}); check the permissions of {destination.parent}"
+        ) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _unpack(archive: Path, staging: Path) -> None:
+    """Everything in `archive` into `staging`; a broken archive is a DownloadError that says to delete it."""
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zipped:
@@ -139,11 +255,9 @@ def extract(archive: Path, destination: Path, inside: str) -> Path:
         else:
             with tarfile.open(archive) as tarred:
                 tarred.extractall(staging, members=_safe_members(tarred, staging))
-        if not (staging / inside).is_dir():
-            raise DownloadError(f"{archive.name} has no top-level folder {inside!r}")
-        os.replace(staging / inside, destination)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as error:
         raise DownloadError(f"{archive} is not a readable archive ({error}); delete it to download again") from error
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return destination
+    except OSError as error:
+        if error.errno is None:  # gzip.BadGzipFile and kin: the archive, not the disk
+            raise DownloadError(f"{archive} is not a readable archive ({error}); delete it to download again") from error
+        raise DownloadError(f"could not extract {archive} into {staging.parent} ({error}); free space there or fix its permissions") from error

@@ -4,7 +4,9 @@ Every file is decoded fully once (zero-byte, truncated, undecodable and
 non-image files fail here instead of in the middle of epoch 7). Results are
 cached per folder in `.transferlab-scan.json`, keyed by each file's size and
 modification time, so a later run re-checks only files that changed. Unusable
-files are listed in `bad_images.txt` beside the cache and skipped.
+files are listed in `bad_images.txt` beside the cache and skipped. Jobs of a sweep
+that scan the same folder at once take turns: the first checks, the others read
+its cache.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
+
+from transferlab.data.download import locked, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +55,22 @@ def checked_in_parallel(paths: list[Path]) -> Iterator[str | None]:
 def scan(root: Path, files: list[Path]) -> list[Path]:
     """The usable files among `files` (all under `root`); writes the report of the others."""
     cache_path = root / CACHE_NAME
-    try:
-        cache = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    fresh, usable, bad = {}, [], []
-    to_check = []
+    with locked(cache_path):
+        results = _results(root, files, _read_cache(cache_path))
+        _write(cache_path, json.dumps(results))
+        problem_of = {path: results[str(path.relative_to(root))][2] for path in files}
+        bad = [(path, problem) for path, problem in problem_of.items() if problem]
+        if bad:
+            report = root / REPORT_NAME
+            written = _write(report, "".join(f"{path}\t{problem}\n" for path, problem in bad))
+            where = report if written else "(could not write the report; first ones: " + ", ".join(str(p) for p, _ in bad[:5]) + ")"
+            log.warning("%s: skipped %d unusable image file(s) of %d; see %s", root, len(bad), len(files), where)
+    return [path for path, problem in problem_of.items() if not problem]
+
+
+def _results(root: Path, files: list[Path], cache: dict[str, list]) -> dict[str, list]:
+    """Relative path → [size, mtime_ns, problem or None] for every file, checking only those the cache lacks."""
+    fresh, to_check = {}, []
     for path in files:
         key, stat = str(path.relative_to(root)), path.stat()
         signature = [stat.st_size, stat.st_mtime_ns]
@@ -68,24 +82,32 @@ def scan(root: Path, files: list[Path]) -> list[Path]:
                     desc=f"checking images in {root.name}", unit="img", disable=len(to_check) < PARALLEL_FROM, leave=False)
     for (key, _, signature), problem in zip(to_check, problems):
         fresh[key] = [*signature, problem]
-    for path in files:
-        problem = fresh[str(path.relative_to(root))][2]
-        (bad if problem else usable).append((path, problem))
-    _write(cache_path, json.dumps(fresh))
-    if bad:
-        report = root / REPORT_NAME
-        written = _write(report, "".join(f"{path}\t{problem}\n" for path, problem in bad))
-        where = report if written else "(could not write the report; first ones: " + ", ".join(str(p) for p, _ in bad[:5]) + ")"
-        log.warning("%s: skipped %d unusable image file(s) of %d; see %s", root, len(bad), len(files), where)
-    return [path for path, _ in usable]
+    return fresh
+
+
+def _read_cache(path: Path) -> dict[str, list]:
+    """The cached results; a damaged cache is reported, and every file is checked again."""
+    try:
+        cache = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        log.warning("scan cache %s is unreadable (%s): checking every image again", path, error)
+        return {}
+    if not isinstance(cache, dict) or not all(isinstance(entry, list) and len(entry) == 3 for entry in cache.values()):
+        log.warning("scan cache %s is not one transferlab wrote: checking every image again", path)
+        return {}
+    return cache
 
 
 def _write(path: Path, text: str) -> bool:
-    """Write atomically; a read-only dataset folder only loses the cache, not the run."""
+    """Write under a name of this process's own, then rename into place; a read-only dataset folder
+    only loses the cache, not the run."""
+    partial = partial_path(path)
     try:
-        partial = path.with_name(path.name + ".partial")
         partial.write_text(text)
         partial.replace(path)
         return True
     except OSError:
+        partial.unlink(missing_ok=True)
         return False
