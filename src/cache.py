@@ -27,7 +27,8 @@ def sizes(data_dir: Path) -> dict[str, tuple[int, int]]:
     """Cache name → (files, bytes)."""
     found = {}
     for name in CACHES:
-        files = [p for p in (data_dir / name).rglob("*") if p.is_file()] if (data_dir / name).is_dir() else []
+        # Lock files (empty, beside each entry) are not entries.
+        files = [p for p in (data_dir / name).rglob("*") if p.is_file() and p.suffix != ".lock"] if (data_dir / name).is_dir() else []
         found[name] = (len(files), sum(p.stat().st_size for p in files))
     return found
 

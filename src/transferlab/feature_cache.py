@@ -10,8 +10,9 @@ on view e mod `views`. So with `views` ≥ the number of epochs, or without
 augmentation, the cached run trains on the very same inputs as the uncached one.
 
 Features are kept in memory and, when a directory is given, on disk under a key
-made of the backbone's weights, the preprocessing, the augmentation, the split's
-files and the seed, so the next run of a sweep that shares them skips the pass.
+(`cache_key`: the backbone's weights, the preprocessing, the augmentation, the
+split's files, the seed, the library versions, ...), so the next run of a sweep
+that shares them skips the pass.
 """
 
 from __future__ import annotations
