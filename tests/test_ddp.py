@@ -1,5 +1,5 @@
 """Many processes train what one process trains: 2 gloo ranks on CPU against a one-process run,
-sync BatchNorm that keeps timm's activations, frozen BN that stays frozen, Slurm ranks."""
+sync BatchNorm that keeps timm's activations (and runs on CPU), frozen BN that stays frozen, Slurm ranks."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from transferlab.classifier import ImageClassifier
 from transferlab.data.base import EpochSampler
 from transferlab.freeze import HeadOnly, TopBlocks
 from transferlab.run import train
+from transferlab.sync_batchnorm import TimmAwareSyncBatchNorm, global_batch_norm
 
 STRATEGIES = {
     "head_only_cached": ["strategy=head_only"],
@@ -122,9 +123,9 @@ def test_the_guard_names_the_first_parameter_that_differs_across_ranks(ddp_and_s
 
 
 @pytest.mark.slow
-def test_sync_batchnorm_on_cpu_is_off_and_said_in_the_log(ddp_and_single_runs):
+def test_sync_batchnorm_on_cpu_all_reduces_and_says_so_in_the_log(ddp_and_single_runs):
     ddp_dir, _ = ddp_and_single_runs
-    assert "trainer.sync_batchnorm: off on cpu" in (ddp_dir / "rank0.log").read_text()
+    assert "BatchNorm layers share batch statistics across processes (all-reduce" in (ddp_dir / "rank0.log").read_text()
 
 
 @pytest.mark.slow
@@ -204,7 +205,7 @@ def test_timm_aware_sync_batchnorm_keeps_the_outputs_of_before(name):
             bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
     with torch.no_grad():
         before = module(images)
-        converted = parallel.TimmAwareSyncBatchNorm()
+        converted = TimmAwareSyncBatchNorm()
         module = converted.convert(module).eval()
         assert any(isinstance(m, nn.SyncBatchNorm) for m in module.modules())
         assert torch.allclose(module(images), before, atol=1e-5)
@@ -230,9 +231,62 @@ def test_frozen_batchnorm_stays_frozen_after_conversion(policy):
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     module.trainer = trainer
     policy.freeze_before_training(module)
-    module = parallel.TimmAwareSyncBatchNorm().convert(module)
+    module = TimmAwareSyncBatchNorm().convert(module)
     policy.on_train_batch_start(trainer, module, batch=None, batch_idx=0)
     stem = module.get_submodule("backbone.features.bn1")
     assert isinstance(stem, nn.SyncBatchNorm) and not stem.training
     frozen = [m for path in policy.inference_mode for m in module.get_submodule(path).modules() if isinstance(m, nn.SyncBatchNorm)]
     assert frozen and not any(m.training for m in frozen)
+
+
+@pytest.fixture
+def one_process_group():
+    """A real gloo process group of one process, so the all-reduce path runs as under DDP."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_all_reduce_batchnorm_gives_torchs_outputs_gradients_and_statistics(one_process_group, momentum):
+    torch.manual_seed(0)
+    reference, synced = nn.BatchNorm2d(4, momentum=momentum), nn.BatchNorm2d(4, momentum=momentum)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5), reference.bias.uniform_(-0.5, 0.5)
+    synced.load_state_dict(reference.state_dict())
+    x = torch.randn(6, 4, 5, 5) * 3 + 1
+    x_ref, x_sync = x.clone().requires_grad_(), x.clone().requires_grad_()
+    upstream = torch.randn(6, 4, 5, 5)
+    for _ in range(2):  # running statistics after two steps
+        y_ref, y_sync = reference(x_ref), global_batch_norm(synced, x_sync)
+    (y_ref * upstream).sum().backward()
+    (y_sync * upstream).sum().backward()
+    assert torch.allclose(y_sync, y_ref, atol=1e-5)
+    assert torch.allclose(x_sync.grad, x_ref.grad, atol=1e-5)
+    assert torch.allclose(synced.weight.grad, reference.weight.grad, atol=1e-4)
+    assert torch.allclose(synced.bias.grad, reference.bias.grad, atol=1e-4)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.allclose(getattr(synced, name).float(), getattr(reference, name).float(), atol=1e-5), name
+
+
+def test_all_reduce_conversion_keeps_timms_activation_and_reverts(one_process_group):
+    """On CPU the layers keep their class family: timm's BatchNormAct2d keeps its activation."""
+    import copy
+
+    from timm.layers import BatchNormAct2d
+
+    module = classifier("efficientnet_lite0")
+    plugin = TimmAwareSyncBatchNorm()
+    original = copy.deepcopy(module.get_submodule("backbone.features.bn1")).train()
+    module = plugin.convert_with_all_reduce(module).train()
+    converted = module.get_submodule("backbone.features.bn1")
+    assert isinstance(converted, BatchNormAct2d) and type(converted).__name__ == "AllReduceBatchNormAct2d"
+    assert all(type(m).__name__.startswith("AllReduce") for m in module.modules() if isinstance(m, nn.BatchNorm2d))
+    x = torch.randn(4, converted.num_features, 3, 3)
+    with torch.no_grad():
+        assert torch.allclose(converted(x), original(x), atol=1e-5)
+        assert converted(x).min() >= 0, "the fused ReLU6 still applies"
+    plugin.revert(module)
+    assert not any(type(m).__name__.startswith("AllReduce") for m in module.modules())

@@ -1,12 +1,10 @@
 """Many processes that train what one process trains.
 
-Three things Lightning's DDP does not do for a transfer-learning run:
+What Lightning's DDP does not do for a transfer-learning run (sync BatchNorm that keeps
+timm's fused activations is in sync_batchnorm.py):
 
-* **Sync BatchNorm that keeps timm's fused activation.** Lightning converts with
-  `torch.nn.SyncBatchNorm.convert_sync_batchnorm`, which turns timm's `BatchNormAct2d`
-  (BN + activation in one module) into a plain SyncBatchNorm and drops the activation:
-  efficientnet_lite0 becomes almost linear. `TimmAwareSyncBatchNorm` uses timm's converter,
-  and only where torch's SyncBatchNorm can run (CUDA): on CPU it says so and leaves BN alone.
+* **Ranks known before any process group**: Lightning's launcher, torchrun and Slurm each
+  say who a process is in their own variables; the passes before fit and metrics.json need it.
 * **Phase changes.** DistributedDataParallel reduces the gradients of the parameters that
   required grad when it was built; a block unfrozen later (two_phase, gradual, a resumed
   run) would train separately on every rank (Lightning #20340). `follow_trainable` rebuilds
@@ -26,7 +24,6 @@ from datetime import datetime
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.plugins.layer_sync import LayerSync
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -70,48 +67,6 @@ def run_stamp() -> str:
     if slurm_tasks():
         return f"slurm-{os.environ.get('SLURM_JOB_ID', 'job')}.{os.environ.get('SLURM_STEP_ID', '0')}"
     return datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-
-
-class TimmAwareSyncBatchNorm(LayerSync):
-    """`trainer.sync_batchnorm=true`: batch statistics over all processes, through timm's converter
-    (plain BN → SyncBatchNorm, timm's BatchNormAct2d → SyncBatchNormAct with its activation)."""
-
-    def __init__(self) -> None:
-        self.replaced: list[tuple[str, nn.Module]] = []  # (path, original module) to put back after fit
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        device = model.trainer.strategy.root_device
-        if device.type != "cuda":
-            # torch's SyncBatchNorm computes its statistics with CUDA kernels only; in train mode on
-            # CPU it raises. Each process then normalises its share of the batch.
-            log.warning("trainer.sync_batchnorm: off on %s (torch's SyncBatchNorm needs CUDA); each process "
-                        "normalises its own share of the batch", device.type)
-            return model
-        return self.convert(model)
-
-    def convert(self, model: nn.Module) -> nn.Module:
-        from timm.layers import convert_sync_batchnorm
-
-        self.replaced = [(name, module) for name, module in model.named_modules()
-                         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm)]
-        log.info("trainer.sync_batchnorm: %d BatchNorm layers synchronised across processes", len(self.replaced))
-        return convert_sync_batchnorm(model)
-
-    def revert(self, model: nn.Module) -> nn.Module:
-        """Put the original BatchNorm modules back, holding the synchronised layers' current tensors
-        (moving the model to a device gave the converted layers new buffers)."""
-        for path, original in self.replaced:
-            parent_path, _, child = path.rpartition(".")
-            parent = model.get_submodule(parent_path)
-            converted = getattr(parent, child)
-            for name, param in converted.named_parameters(recurse=False):
-                original._parameters[name] = param
-            for name, buffer in converted.named_buffers(recurse=False):
-                original._buffers[name] = buffer
-            original.train(converted.training)
-            setattr(parent, child, original)
-        self.replaced = []
-        return model
 
 
 def trainable_names(module: nn.Module) -> frozenset[str]:

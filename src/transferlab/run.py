@@ -19,6 +19,7 @@ from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch, log_final_h
 from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.errors import TransferlabError
 from transferlab.feature_cache import BackToImages, cache_features
+from transferlab.sync_batchnorm import TimmAwareSyncBatchNorm
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,8 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
                  *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
-    # trainer.sync_batchnorm through timm's converter (Lightning's drops timm's fused activations).
-    plugins = [AtomicCheckpointIO(), *([parallel.TimmAwareSyncBatchNorm()] if cfg.trainer.get("sync_batchnorm") else [])]
+    # trainer.sync_batchnorm, timm-aware and on CPU too (Lightning's drops timm's fused activations).
+    plugins = [AtomicCheckpointIO(), *([TimmAwareSyncBatchNorm()] if cfg.trainer.get("sync_batchnorm") else [])]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins,
                                      sync_batchnorm=False, **placement)
 
