@@ -10,6 +10,7 @@ purpose: rank 1 perturbs one parameter and `check_ranks_in_sync` must name it (D
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from transferlab.run import train  # noqa: E402
 
 def main(spec_path: str) -> None:
     torch.set_num_threads(1)  # two ranks share two cores
+    logging.basicConfig(level=logging.INFO)  # the run's log lines (sync BN, DDP rebuilds) in the output
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out"])
     for run in spec["runs"]:

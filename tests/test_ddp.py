@@ -30,6 +30,8 @@ STRATEGIES = {
     "full_finetune": ["strategy=full_finetune"],
     "top_blocks_reinit": ["strategy=top_blocks", "strategy.reinit=true"],
     "two_phase": ["strategy=two_phase", "strategy.head_epochs=1"],
+    # Two frozen epochs on cached features (one view pays off), then the whole backbone on images.
+    "two_phase_cached": ["strategy=two_phase", "strategy.head_epochs=2", "feature_cache.views=1", "trainer.max_epochs=3"],
     "gradual": ["strategy=gradual"],
     "discriminative": ["strategy=discriminative"],
     "scratch": ["strategy=scratch"],
@@ -37,15 +39,18 @@ STRATEGIES = {
 }
 BACKBONES = {"lite0": ["model=efficientnet_lite0"], "resnet18": ["model=resnet18", "model.pretrained=false"]}
 # The torchvision backbone for what differs between families: BN in a grouped stem, phase changes.
-RESNET_STRATEGIES = ("full_finetune", "top_blocks_reinit", "two_phase", "gradual")
+RESNET_STRATEGIES = ("full_finetune", "top_blocks_reinit", "two_phase", "gradual", "scratch")
 RUNS = [(b, s) for b in BACKBONES for s in STRATEGIES if b == "lite0" or s in RESNET_STRATEGIES]
-# Where BatchNorm layers train, each rank normalises its half batch on CPU (torch's SyncBatchNorm
-# needs CUDA): from pretrained weights the runs then stay within a few test images of the
-# one-process run; from random weights (scratch, re-initialised blocks, ResNet-18 without its
-# weights file) two epochs on 48 images amplify that difference, and what is checked there is
-# that every rank holds the same weights.
-FROZEN_BN = {"head_only_cached", "head_only_images", "two_phase", "auto"}  # auto picks head_only here
-PRETRAINED_BN_TRAINS = {("lite0", "full_finetune"), ("lite0", "discriminative"), ("lite0", "gradual")}
+# BatchNorm layers that train take their statistics from the global batch on CPU too
+# (trainer.sync_batchnorm, an all-reduce over gloo), so every run reproduces the one-process run
+# up to float rounding (sums in another order). SGD, not AdamW: Adam divides tiny gradients by
+# their own size, turning rounding into full-size steps.
+TOLERANCE = 1e-3
+# From random weights (scratch; ResNet-18 without its weights file, whose BatchNorm trains) a few
+# steps on 48 images amplify rounding itself: two one-process runs with 1 and 2 threads differ as
+# much (measured, resnet18 scratch: test/loss 0.387 vs 0.812). There, identical ranks are checked.
+ROUNDING_CHAOTIC = {("lite0", "scratch"), ("resnet18", "full_finetune"), ("resnet18", "top_blocks_reinit"),
+                    ("resnet18", "scratch")}
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -75,7 +80,7 @@ def ddp_and_single_runs(colour_folder, tmp_path_factory) -> tuple[Path, Path]:
     """Every strategy × a timm (packaged lite0) and a torchvision backbone, on 2 ranks and on one process."""
     # Dropout off: each process draws its own masks for its share of the batch, so with dropout
     # the runs differ by the masks, not by anything DDP should keep equal.
-    base = [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=2", "optimizer.lr=0.01", "model.dropout=0"]
+    base = [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=0.01", "model.dropout=0"]
     runs = {f"{b}-{s}": [*base, *BACKBONES[b], *STRATEGIES[s]] for b, s in RUNS}
     ddp_dir, single_dir = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("single")
     spec = ddp_dir / "spec.json"
@@ -104,16 +109,12 @@ def test_two_ranks_train_what_one_process_trains(ddp_and_single_runs, backbone, 
     assert "ddp/ranks_in_sync" not in single
     for key in ("data/train_size", "data/val_size", "data/test_size", "model/params/trainable", "strategy", "epochs"):
         assert ddp[key] == single[key], key
-    # Same global batches (data.batch_size is shared by the ranks), unpadded evaluation: where
-    # BatchNorm stays frozen the test metrics agree to float rounding.
-    if strategy in FROZEN_BN:
-        tolerance = 1e-4
-    elif (backbone, strategy) in PRETRAINED_BN_TRAINS:
-        tolerance = 0.12  # two of 18 test images
-    else:
+    # Same global batches (data.batch_size is shared by the ranks), global BatchNorm statistics,
+    # unpadded evaluation: the test metrics of the one-process run.
+    if (backbone, strategy) in ROUNDING_CHAOTIC:
         return
-    assert ddp["test/acc"] == pytest.approx(single["test/acc"], abs=tolerance)
-    assert ddp["test/loss"] == pytest.approx(single["test/loss"], abs=tolerance, rel=tolerance)
+    assert ddp["test/acc"] == pytest.approx(single["test/acc"], abs=TOLERANCE)
+    assert ddp["test/loss"] == pytest.approx(single["test/loss"], abs=TOLERANCE, rel=TOLERANCE)
 
 @pytest.mark.slow
 def test_the_guard_names_the_first_parameter_that_differs_across_ranks(ddp_and_single_runs):
@@ -188,7 +189,7 @@ def test_the_global_batch_must_divide_among_the_processes(monkeypatch, colour_fo
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     with pytest.raises(TransferlabError, match=r"data.batch_size=15 is the global batch, shared by 2 processes: choose a multiple of 2"):
-        datamodule.check_batch_size()
+        datamodule.check_shares("train", 48)
 
 
 def classifier(name: str) -> ImageClassifier:

@@ -24,6 +24,7 @@ from torchmetrics.classification import (
 )
 
 from transferlab.backbones import Backbone, create_backbone
+from transferlab.weights import PACKAGED_LITE, check_packaged_arch, packaged_lite_arch
 
 
 def architecture_only(model: dict) -> dict:
@@ -101,7 +102,7 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits, aux_logits = self._logits(images)
         loss = F.cross_entropy(logits, labels)
-        loss_metric(loss)
+        loss_metric(loss, weight=labels.numel())  # per image: a short last batch (or a rank's share) counts less
         if aux_logits is not None:  # Inception v3: the auxiliary loss helps training, not the metric
             loss = loss + self.hparams.model.get("aux_weight", 0.0) * F.cross_entropy(aux_logits, labels)
         acc_metric(logits, labels)
@@ -174,6 +175,11 @@ class ImageClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Reloading rebuilds the architecture only; the weights come from the state dict.
         checkpoint["hyper_parameters"]["model"] = architecture_only(self.hparams.model)
+        if self.hparams.model["name"] in PACKAGED_LITE:
+            checkpoint["packaged_arch"] = packaged_lite_arch(self.hparams.model["name"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_packaged_arch(checkpoint, "this checkpoint")
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:

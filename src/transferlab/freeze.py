@@ -84,6 +84,8 @@ class FreezePolicy(BaseFinetuning):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)  # freeze_before_training
+        if "backbone" in self.inference_mode and getattr(pl_module, "aux_head", None) is not None:
+            set_trainable([pl_module.aux_head], False)  # Inception gives no auxiliary logits in eval mode
         self.ddp_reduces = parallel.trainable_names(pl_module)  # Lightning wraps the model in DDP next
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

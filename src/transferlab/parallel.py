@@ -65,7 +65,9 @@ def run_stamp() -> str:
     """A single run's directory name: its start time, or, for the tasks of one multi-task Slurm
     step (one run over several processes or nodes), the job and step ids they share."""
     if slurm_tasks():
-        return f"slurm-{os.environ.get('SLURM_JOB_ID', 'job')}.{os.environ.get('SLURM_STEP_ID', '0')}"
+        name = f"slurm-{os.environ.get('SLURM_JOB_ID', 'job')}.{os.environ.get('SLURM_STEP_ID', '0')}"
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))  # a requeued job starts afresh: its own dir
+        return name if not restarts else f"{name}-restart{restarts}"
     return datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
 
 
@@ -86,6 +88,7 @@ def follow_trainable(trainer: L.Trainer, wrapped_with: frozenset[str]) -> frozen
     old = strategy.model
     old._remove_autograd_hooks()  # the old reducer must not all-reduce (or wait for) gradients any more
     strategy.model = strategy._setup_model(old.module)  # broadcasts rank 0's parameters and buffers
+    strategy._register_ddp_hooks()  # the user's communication hook (CUDA), as Lightning registers it
     log.info("DDP: %d trainable parameter tensors now (%d before): wrapper rebuilt, ranks start from rank 0's weights",
              len(now), len(wrapped_with))
     return now

@@ -146,8 +146,11 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         log.info("strategy %s trains from random weights: no pretrained weights are loaded", type(policy).__name__)
     model_spec = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "dropout"}
     model_spec.update(pretrained=pretrained, weights=cfg.model.weights if pretrained else None)
-    if "aux_weight" in model_spec and not policy.trains_backbone:
-        model_spec["aux_weight"] = 0.0  # a frozen backbone gains nothing from an auxiliary loss
+    if "aux_weight" in model_spec and policy.frozen_backbone_epochs != 0:
+        # Inception's auxiliary classifier only runs while the whole backbone is in train mode from the
+        # first step: a backbone frozen at first (head_only; two_phase and gradual, whose first epochs may
+        # run on cached features) would leave it without gradients (an error under DDP).
+        model_spec["aux_weight"] = 0.0
     backbone = create_backbone(**model_spec)
     if not pretrained and policy.uses_pretrained_weights and policy.name != "full_finetune":
         log.warning("strategy %s freezes parts of a randomly initialised %s", policy.name, cfg.model.name)

@@ -45,10 +45,13 @@ class _SumOverProcesses(torch.autograd.Function):
 
 
 def global_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """`bn` in training mode over the batch of every process (this process holds `x`, its share)."""
+    """`bn` in training mode over the batch of every process (this process holds `x`, its share).
+    Statistics in float32 whatever the input (bf16 sums lose the mean; fp16 sums overflow), as
+    torch's BatchNorm; the output in the input's dtype."""
+    dtype, x = x.dtype, x.float()
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
-    count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
+    count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
     totals = _SumOverProcesses.apply(torch.cat([x.sum(dims), count]))
     n = totals[-1]
     mean = totals[:-1] / n
@@ -63,7 +66,7 @@ def global_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     normalised = centred * torch.rsqrt(var + bn.eps).view(shape)
     if bn.affine:
         normalised = normalised * bn.weight.view(shape) + bn.bias.view(shape)
-    return normalised
+    return normalised.to(dtype)
 
 
 def _all_reduce_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
@@ -75,14 +78,23 @@ def _all_reduce_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-_ALL_REDUCE_CLASSES: dict[type, type] = {}
+def _all_reduce_class(cls: type) -> type:
+    """`cls` with training statistics from all processes; a module-level name, so it pickles."""
+    subclass = type(f"AllReduce{cls.__name__}", (cls,), {"forward": _all_reduce_forward, "__module__": __name__})
+    globals()[subclass.__name__] = subclass
+    return subclass
 
 
-def all_reduce_class(cls: type) -> type:
-    """`cls` with training statistics from all processes (one subclass per BatchNorm class)."""
-    if cls not in _ALL_REDUCE_CLASSES:
-        _ALL_REDUCE_CLASSES[cls] = type(f"AllReduce{cls.__name__}", (cls,), {"forward": _all_reduce_forward})
-    return _ALL_REDUCE_CLASSES[cls]
+def _known_batchnorms() -> dict[type, type]:
+    """The layers whose forward is BatchNorm (then, for timm's, dropout and activation) and nothing else:
+    other _BatchNorm subclasses (timm's SplitBatchNorm2d, ...) are left alone rather than rewritten."""
+    from timm.layers import BatchNormAct2d
+
+    classes = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, BatchNormAct2d)
+    return {cls: _all_reduce_class(cls) for cls in classes}
+
+
+ALL_REDUCE_CLASSES = _known_batchnorms()
 
 
 class TimmAwareSyncBatchNorm(LayerSync):
@@ -109,9 +121,12 @@ class TimmAwareSyncBatchNorm(LayerSync):
 
     def convert_with_all_reduce(self, model: nn.Module) -> nn.Module:
         """Same modules, parameters and buffers; their training statistics come from all processes."""
-        self.reclassed = [(m, type(m)) for m in model.modules() if isinstance(m, _BatchNorm) and not isinstance(m, nn.SyncBatchNorm)]
+        self.reclassed = [(m, type(m)) for m in model.modules() if type(m) in ALL_REDUCE_CLASSES]
+        others = {type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm) and type(m) not in ALL_REDUCE_CLASSES}
+        if others:
+            log.warning("trainer.sync_batchnorm: %s keep per-process statistics (not a plain BatchNorm)", sorted(others))
         for module, cls in self.reclassed:
-            module.__class__ = all_reduce_class(cls)
+            module.__class__ = ALL_REDUCE_CLASSES[cls]
         log.info("trainer.sync_batchnorm: %d BatchNorm layers share batch statistics across processes "
                  "(all-reduce; torch's SyncBatchNorm needs CUDA)", len(self.reclassed))
         return model

@@ -120,6 +120,18 @@ def load_packaged_lite(name: str, model: nn.Module) -> None:
     model.load_state_dict(map_in_order(source, model, f"{path.name} -> timm {packaged_lite_arch(name)}"))
 
 
+def check_packaged_arch(checkpoint: dict, label: str) -> None:
+    """Refuse an EfficientNet-Lite checkpoint trained in the earlier, unfaithful network (timm's
+    PyTorch-style efficientnet_liteN): its tensors have the same names and shapes, so it would
+    load without error and compute other features."""
+    name = checkpoint.get("hyper_parameters", {}).get("model", {}).get("name")
+    if name in PACKAGED_LITE and checkpoint.get("packaged_arch") != packaged_lite_arch(name):
+        raise TransferlabError(
+            f"{label} holds a {name} trained in timm's efficientnet_lite network with ImageNet mean/std, before "
+            f"transferlab ran the packaged weights in their own {packaged_lite_arch(name)}: its weights do not "
+            f"carry over; train it again")
+
+
 def transferlab_backbone_state(path: str | Path, model_name: str) -> dict[str, torch.Tensor]:
     """The backbone weights of an earlier transferlab run's checkpoint."""
     path = Path(path)
@@ -134,5 +146,6 @@ def transferlab_backbone_state(path: str | Path, model_name: str) -> dict[str, t
             f"model.weights={path} holds a '{trained_name}' backbone, not '{model_name}': "
             f"use model={trained_name} model.weights={path}"
         )
+    check_packaged_arch(checkpoint, f"model.weights={path}")
     prefix = "backbone."
     return {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

@@ -209,8 +209,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         in_use = self.features_until_epoch is None or epoch < self.features_until_epoch
         cached = self.feature_views.get(split) if in_use else None
-        self.check_batch_size()
         dataset = cached if cached is not None else self.image_dataset(split, augment)
+        self.check_shares(split, len(dataset))
         workers = 0 if cached is not None else self.num_workers  # features are already in memory
         sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment)
         return DataLoader(
@@ -222,13 +222,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
         )
 
-    def check_batch_size(self) -> None:
+    def check_shares(self, split: str, size: int) -> None:
         """`batch_size` is the global batch: under DDP each of the processes takes an equal share, so a
-        run on N processes trains on the batches of a one-process run."""
+        run on N processes trains on the batches of a one-process run. Every process needs at least
+        one image of each split (a process without evaluation batches would leave the others waiting)."""
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if self.batch_size % world:
             raise TransferlabError(f"data.batch_size={self.batch_size} is the global batch, shared by {world} processes: "
                                    f"choose a multiple of {world}")
+        if size < world:
+            raise TransferlabError(f"the {split} split has {size} images for {world} processes: every process needs "
+                                   f"at least one (use fewer devices or more data)")
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", augment=True)
