@@ -291,3 +291,39 @@ def test_all_reduce_conversion_keeps_timms_activation_and_reverts(one_process_gr
         assert converted(x).min() >= 0, "the fused ReLU6 still applies"
     plugin.revert(module)
     assert not any(type(m).__name__.startswith("AllReduce") for m in module.modules())
+
+
+def test_all_reduce_batchnorm_keeps_float32_statistics_under_bf16(one_process_group):
+    torch.manual_seed(0)
+    reference, synced = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+    x = torch.randn(8, 4, 6, 6) * 3 + 5
+    y = global_batch_norm(synced, x.bfloat16())
+    reference(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(synced.running_mean, reference.running_mean, atol=2e-3)
+    assert torch.allclose(synced.running_var, reference.running_var, rtol=2e-2)
+
+
+def test_a_split_smaller_than_the_processes_is_a_clear_error(monkeypatch, colour_folder):
+    from transferlab.data import ImageFolderDataModule
+    from transferlab.errors import TransferlabError
+
+    datamodule = ImageFolderDataModule(root=str(colour_folder), data_config=create_backbone("small_cnn", pretrained=False).data_config,
+                                       batch_size=16, num_workers=0)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 4)
+    with pytest.raises(TransferlabError, match="the val split has 3 images for 4 processes: every process needs at least one"):
+        datamodule.check_shares("val", 3)
+
+
+def test_inceptions_auxiliary_head_is_frozen_when_the_backbone_runs_in_eval():
+    """Inception gives auxiliary logits only in train mode: under head_only or two_phase its
+    auxiliary head would get no gradient (an error under DDP), so it does not train."""
+    from transferlab.freeze import TwoPhase
+
+    backbone = create_backbone("inception_v3", pretrained=False, aux_weight=0.4)
+    module = ImageClassifier({"name": "inception_v3", "aux_weight": 0.4}, num_classes=3, optimizer={"lr": 0.1}, backbone=backbone)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    TwoPhase().setup(trainer, module, "fit")
+    assert module.aux_head is not None and not any(p.requires_grad for p in module.aux_head.parameters())
+    assert any(p.requires_grad for p in module.head.parameters())

@@ -278,3 +278,38 @@ def test_passes_before_fit_run_on_the_gpu_that_training_will_use(monkeypatch, tm
         HydraConfig.get().job.num = 6
     assert pre_fit_device(cfg) == torch.device("cuda", 2), "job 6 of a sweep over 4 GPUs"
     assert pre_fit_device(compose_config(["trainer=cpu"], tmp_path)) == torch.device("cpu")
+
+
+def test_a_lite_checkpoint_from_the_earlier_network_is_refused(trained_run, tmp_path):
+    """Same tensor names and shapes as the faithful network, other features: refused, not loaded."""
+    from transferlab.errors import TransferlabError
+    from transferlab.weights import transferlab_backbone_state
+
+    output_dir, _ = trained_run
+    checkpoint = torch.load(output_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["packaged_arch"] == "tf_efficientnet_lite0"
+    del checkpoint["packaged_arch"]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    with pytest.raises(TransferlabError, match="trained in timm's efficientnet_lite network .* train it again"):
+        ImageClassifier.load_from_checkpoint(old, map_location="cpu")
+    with pytest.raises(TransferlabError, match=f"model.weights={old} holds a efficientnet_lite0 trained in timm's"):
+        transferlab_backbone_state(old, "efficientnet_lite0")
+
+
+def test_test_loss_is_the_mean_over_images_not_over_batches(trained_run, colour_folder):
+    """18 test images in batches of 16 and 2: each image weighs the same."""
+    import torch.nn.functional as F
+
+    from transferlab.data import ImageFolderDataModule
+
+    output_dir, metrics = trained_run
+    module = ImageClassifier.load_from_checkpoint(output_dir / "checkpoints" / "best.ckpt", map_location="cpu").eval()
+    datamodule = ImageFolderDataModule(root=str(colour_folder), data_config=module.backbone.data_config, image_size=64,
+                                       batch_size=16, num_workers=0)
+    datamodule.setup()
+    losses = []
+    with torch.no_grad():
+        for images, labels in datamodule.test_dataloader():
+            losses.append(F.cross_entropy(module(images), labels, reduction="none"))
+    assert metrics["test/loss"] == pytest.approx(float(torch.cat(losses).mean()), abs=1e-5)
