@@ -275,12 +275,10 @@ def _build_timm(name: str, pretrained: bool, weights_name: str | None) -> Backbo
     import timm
 
     full_name = f"{name}.{weights_name}" if weights_name else name
-    # drop_rate=0: timm applies its own dropout to the pooled features in train mode, even without
-    # a classifier; the head's `model.dropout` is the only one (else full fine-tuning drops twice).
     if pretrained:
-        model = weight_sources.timm_pretrained(full_name, num_classes=0, drop_rate=0.0)
+        model = weight_sources.timm_pretrained(full_name, num_classes=0)
     else:
-        model = timm.create_model(full_name, pretrained=False, num_classes=0, drop_rate=0.0)
+        model = timm.create_model(full_name, pretrained=False, num_classes=0)
     return Backbone(name, model, model.num_features, _timm_blocks(model), _timm_data_config(model))
 
 
@@ -309,7 +307,7 @@ def _build_packaged_lite(name: str, pretrained: bool, weights_name: str | None) 
 
     # Also without pretrained weights: a checkpoint reload (pretrained=False) must build
     # the same architecture so that the saved state dict fits.
-    model = timm.create_model(weight_sources.packaged_lite_arch(name), pretrained=False, drop_rate=0.0)  # as _build_timm
+    model = timm.create_model(weight_sources.packaged_lite_arch(name), pretrained=False)
     if pretrained:
         weight_sources.load_packaged_lite(name, model)
     model.reset_classifier(0)
