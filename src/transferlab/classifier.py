@@ -55,7 +55,7 @@ class ImageClassifier(L.LightningModule):
         # Inception v3's auxiliary classifier, when the model spec asks for one (aux_weight > 0).
         self.aux_head = nn.Linear(self.backbone.aux_features, num_classes) if self.backbone.aux_features else None
         if channels_last:
-            # NHWC convolutions: 1.82× the images/s of NCHW for efficientnet_lite0 on a 2-core CPU
+            # NHWC convolutions: 1.5× the images/s of NCHW for efficientnet_lite0 on a 2-core CPU
             # (benchmarks/channels_last.py), and the layout tensor cores want on a GPU.
             self.to(memory_format=torch.channels_last)
         # Set by a freeze policy before the optimizer is built; one factor per backbone block.
