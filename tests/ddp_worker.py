@@ -4,7 +4,8 @@
 
 SPEC: {"runs": [{"name": ..., "overrides": [...]}, ...], "out": DIR}. Each run trains through the
 Hydra configs into DIR/<name> (rank 0 writes metrics.json there). Then the guard is checked on
-purpose: rank 1 perturbs one parameter and `check_ranks_in_sync` must name it (DIR/guard.txt).
+purpose: rank 1 perturbs one parameter and `check_ranks_in_sync` must name it (DIR/guard.txt), and
+the ranks report different decisions to `check_same_on_every_rank` (DIR/disagreement.txt).
 """
 
 from __future__ import annotations
@@ -44,8 +45,14 @@ def main(spec_path: str) -> None:
         verdict = "in sync"
     except TransferlabError as error:
         verdict = str(error)
+    try:  # a decision each rank made alone (strategy=auto's), made differently
+        parallel.check_same_on_every_rank("strategy=auto's choice", ["head_only", "top_blocks"][dist.get_rank()])
+        disagreement = "not noticed"
+    except TransferlabError as error:
+        disagreement = str(error)
     if dist.get_rank() == 0:
         (out / "guard.txt").write_text(verdict)
+        (out / "disagreement.txt").write_text(disagreement)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,13 @@ def test_the_guard_names_the_first_parameter_that_differs_across_ranks(ddp_and_s
 
 
 @pytest.mark.slow
+def test_ranks_that_decided_differently_fail_with_one_error(ddp_and_single_runs):
+    ddp_dir, _ = ddp_and_single_runs
+    assert (ddp_dir / "disagreement.txt").read_text() == (
+        "strategy=auto's choice differs between the ranks (['head_only', 'top_blocks']): set it explicitly")
+
+
+@pytest.mark.slow
 def test_sync_batchnorm_on_cpu_all_reduces_and_says_so_in_the_log(ddp_and_single_runs):
     ddp_dir, _ = ddp_and_single_runs
     assert "BatchNorm layers share batch statistics across processes (all-reduce" in (ddp_dir / "rank0.log").read_text()

@@ -283,6 +283,7 @@ class Auto(FreezePolicy):
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         if self.chosen is None:  # decided once; testing re-runs this setup
             self.decide(pl_module, pl_module.trainer.datamodule)
+        parallel.check_same_on_every_rank("strategy=auto's choice", self.chosen.name)
         self.chosen.freeze_before_training(pl_module)
         self.inference_mode = self.chosen.inference_mode
 

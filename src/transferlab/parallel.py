@@ -32,6 +32,10 @@ from transferlab.errors import TransferlabError
 log = logging.getLogger(__name__)
 
 
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def slurm_tasks() -> bool:
     """This process is one task of a Slurm step that Lightning will treat as a rank (srun, submitit)."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -92,6 +96,17 @@ def follow_trainable(trainer: L.Trainer, wrapped_with: frozenset[str]) -> frozen
     log.info("DDP: %d trainable parameter tensors now (%d before): wrapper rebuilt, ranks start from rank 0's weights",
              len(now), len(wrapped_with))
     return now
+
+
+def check_same_on_every_rank(what: str, value: str) -> None:
+    """Every rank decided `what` on its own (before any process group existed): raise on all ranks,
+    rather than train different models or wait forever, if they did not decide alike."""
+    if not distributed():
+        return
+    values: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if len(set(values)) > 1:
+        raise TransferlabError(f"{what} differs between the ranks ({values}): set it explicitly")
 
 
 def parameter_digests(module: nn.Module) -> list[tuple[str, str]]:
