@@ -313,3 +313,41 @@ def test_test_loss_is_the_mean_over_images_not_over_batches(trained_run, colour_
         for images, labels in datamodule.test_dataloader():
             losses.append(F.cross_entropy(module(images), labels, reduction="none"))
     assert metrics["test/loss"] == pytest.approx(float(torch.cat(losses).mean()), abs=1e-5)
+
+
+@pytest.mark.parametrize("label", ["model.weights", "resume", "ckpt"])
+def test_a_truncated_or_foreign_checkpoint_is_one_clear_error(label, trained_run, tmp_path):
+    from transferlab.errors import TransferlabError
+    from transferlab.weights import read_checkpoint
+
+    output_dir, _ = trained_run
+    whole = (output_dir / "checkpoints" / "best.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(TransferlabError, match=rf"{label}={cut} is not a readable checkpoint .*a copy cut short"):
+        read_checkpoint(cut, label)
+    foreign = tmp_path / "code.ckpt"
+    torch.save({"state_dict": {}, "payload": Path("/")}, foreign)  # an object, not tensors and plain values
+    with pytest.raises(TransferlabError, match=rf"{label}={foreign} is not a readable checkpoint"):
+        read_checkpoint(foreign, label)
+
+
+def test_predict_with_a_truncated_checkpoint_exits_with_one_line(trained_run, offline_env, tmp_path):
+    output_dir, _ = trained_run
+    whole = (output_dir / "checkpoints" / "best.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole[:1000])
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={cut}", f"inputs={tmp_path}"],
+                            env=offline_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f"ckpt={cut} is not a readable checkpoint" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_zero_epochs_is_one_clear_error_not_infinity_in_metrics_json(offline_env, tmp_path, colour_folder):
+    result = run_train([*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "trainer.max_epochs=0",
+                        f"hydra.run.dir={tmp_path}"], offline_env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "trainer.max_epochs=0: train at least one epoch" in output
+    assert "Traceback" not in output
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed", "strict JSON, and says so"

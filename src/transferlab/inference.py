@@ -13,13 +13,12 @@ from transferlab.data.folder import IMAGE_SUFFIXES
 from transferlab.data.scan import problem_with
 from transferlab.errors import TransferlabError
 from transferlab.transforms import build_transforms
+from transferlab.weights import read_checkpoint
 
 
 def load_classifier(checkpoint: str | Path) -> ImageClassifier:
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise TransferlabError(f"ckpt={path}: no such checkpoint file")
-    return ImageClassifier.load_from_checkpoint(path, map_location="cpu").eval()
+    read_checkpoint(checkpoint, "ckpt")  # missing, cut short or foreign (and no code in it): one clear error
+    return ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
 
 
 def data_config_of(model: ImageClassifier) -> DataConfig:

@@ -20,6 +20,7 @@ from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.errors import TransferlabError
 from transferlab.feature_cache import BackToImages, cache_features
 from transferlab.sync_batchnorm import TimmAwareSyncBatchNorm
+from transferlab.weights import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     if others:
         raise TransferlabError(f"resume continues a run with its saved config; drop the other overrides {others}")
+    read_checkpoint(last, "resume")  # cut short or carrying code: one error now, not a traceback in fit
     resumed = OmegaConf.load(saved)
     resumed.resume = str(run_dir)
     return resumed, last
@@ -134,11 +136,15 @@ def checkpoint_to_resume_is_past(checkpoint: Path | None, frozen_epochs: int | N
     """Whether a resumed run starts after the backbone's frozen epochs (cached features unused)."""
     if checkpoint is None or frozen_epochs is None:
         return False
-    saved_epoch = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["epoch"]
+    saved_epoch = read_checkpoint(checkpoint, "resume")["epoch"]
     return saved_epoch + 1 >= frozen_epochs  # `epoch` is the last finished one
 
 
 def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path | None) -> dict:
+    epochs = cfg.trainer.get("max_epochs")
+    if epochs is not None and (epochs == 0 or epochs < -1):  # -1: Lightning's "until max_steps"
+        raise TransferlabError(f"trainer.max_epochs={epochs}: train at least one epoch (a run without one has no "
+                               f"validation score and no checkpoint to test)")
     L.seed_everything(cfg.seed, workers=True)
 
     policy = instantiate(cfg.strategy)
@@ -220,6 +226,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     }
     if trainer.is_global_zero:
         log_final_hparams(trainer.loggers, hyperparameters(cfg, policy.name), {k: metrics[k] for k in ("test/acc", "val/acc_best")})
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        # Strict JSON: a value that is not a finite number would make the file unreadable to JSON parsers.
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], output_dir)
     return metrics

@@ -120,6 +120,24 @@ def load_packaged_lite(name: str, model: nn.Module) -> None:
     model.load_state_dict(map_in_order(source, model, f"{path.name} -> timm {packaged_lite_arch(name)}"))
 
 
+def read_checkpoint(path: str | Path, label: str) -> dict:
+    """A checkpoint from a path the user gave (`model.weights=`, `resume=`, `ckpt=`): tensors and plain
+    values only (weights_only: a file from elsewhere cannot run code), and a missing, truncated or
+    foreign file is one error naming it, never a traceback from deep inside torch."""
+    path = Path(path)
+    if not path.is_file():
+        raise TransferlabError(f"{label}={path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # truncated zip, pickle of other objects, not a torch file at all
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TransferlabError(f"{label}={path} is not a readable checkpoint ({reason}); a copy cut short or "
+                               f"a file of another kind: use the run's checkpoints/best.ckpt or last.ckpt") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise TransferlabError(f"{label}={path} is not a transferlab checkpoint (no state_dict)")
+    return checkpoint
+
+
 def check_packaged_arch(checkpoint: dict, label: str) -> None:
     """Refuse an EfficientNet-Lite checkpoint trained in the earlier, unfaithful network (timm's
     PyTorch-style efficientnet_liteN): its tensors have the same names and shapes, so it would
@@ -134,10 +152,7 @@ def check_packaged_arch(checkpoint: dict, label: str) -> None:
 
 def transferlab_backbone_state(path: str | Path, model_name: str) -> dict[str, torch.Tensor]:
     """The backbone weights of an earlier transferlab run's checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise TransferlabError(f"model.weights={path}: no such checkpoint file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path, "model.weights")
     trained_name = checkpoint.get("hyper_parameters", {}).get("model", {}).get("name")
     if trained_name is None:
         raise TransferlabError(f"model.weights={path} is not a transferlab checkpoint (no model hyperparameters)")
