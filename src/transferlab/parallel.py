@@ -86,9 +86,12 @@ def follow_trainable(trainer: L.Trainer, wrapped_with: frozenset[str]) -> frozen
     now = trainable_names(module)
     if now == wrapped_with or not isinstance(strategy.model, DistributedDataParallel):
         return now
-    if not hasattr(strategy, "_setup_model"):  # Lightning's DDPStrategy API this relies on
-        raise TransferlabError(f"{type(strategy).__name__} cannot rebuild its DDP wrapper after a phase change; "
-                               "use trainer.strategy=ddp")
+    # Lightning's DDPStrategy and torch's DDP internals this relies on (private: checked, not assumed).
+    missing = [name for owner, name in ((strategy, "_setup_model"), (strategy, "_register_ddp_hooks"),
+                                        (strategy.model, "_remove_autograd_hooks")) if not hasattr(owner, name)]
+    if missing:
+        raise TransferlabError(f"a phase change under DDP needs the wrapper rebuilt, and this Lightning/torch lacks "
+                               f"{missing} (tested with Lightning 2.6, torch 2.14): use a strategy without phase changes")
     old = strategy.model
     old._remove_autograd_hooks()  # the old reducer must not all-reduce (or wait for) gradients any more
     strategy.model = strategy._setup_model(old.module)  # broadcasts rank 0's parameters and buffers
