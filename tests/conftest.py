@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +99,20 @@ def offline_env(tmp_path) -> dict[str, str]:
         PYTHONWARNINGS="ignore",
     )
     return env
+
+
+def run_while_one_waits(jobs: list[threading.Thread], log, waiting: str, started: Callable[[], int],
+                        release: threading.Event) -> None:
+    """Start `jobs` at once, with their work held, until one of them logs `waiting` for the other
+    (the lock works: `started()`, the jobs that began the work, stays below 2); then let the work go."""
+    try:
+        for job in jobs:
+            job.start()
+        end = time.monotonic() + 120
+        while waiting not in log.text:
+            assert started() < 2 and time.monotonic() < end, "both jobs do the work"
+            time.sleep(0.05)
+    finally:
+        release.set()
+    for job in jobs:
+        job.join()

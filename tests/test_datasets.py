@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, run_while_one_waits
 from http_server import FileServer
 from transferlab.backbones import DataConfig
 from transferlab.data import CatsVsDogsDataModule, CIFAR10DataModule, FashionMNISTDataModule, HymenopteraDataModule
@@ -407,17 +407,7 @@ def test_two_jobs_scanning_one_folder_at_once_check_each_file_once(tmp_path, mon
 
     monkeypatch.setattr(scan, "problem_with", held)
     jobs = [threading.Thread(target=lambda: results.append(scan.scan(tmp_path, files)), daemon=True) for _ in range(2)]
-    try:
-        for job in jobs:
-            job.start()
-        end = time.monotonic() + 120
-        while "waiting for another process that is writing" not in caplog.text:
-            assert len(checked) < 2 and time.monotonic() < end, "both jobs check the files"
-            time.sleep(0.05)
-    finally:
-        release.set()
-    for job in jobs:
-        job.join()
+    run_while_one_waits(jobs, caplog, "waiting for another process that is writing", lambda: len(checked), release)
     assert results == [files, files] and sorted(checked) == ["0.jpg", "1.jpg", "2.jpg"]
     assert listing(tmp_path) == [scan.CACHE_NAME, *(f.name for f in files)], "no partial file left"
 

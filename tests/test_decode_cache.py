@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, run_while_one_waits
 from transferlab.backbones import DataConfig
 from transferlab.data import ImageFolderDataModule, decoded
 from transferlab.errors import TransferlabError
@@ -235,7 +235,6 @@ def test_two_jobs_that_want_the_same_split_decode_it_once(photo_folder, tmp_path
     """The second job waits for the first one's lock, then maps its file instead of decoding (threads hold
     separate locks, as processes do)."""
     import threading
-    import time
 
     caplog.set_level("INFO", logger="transferlab.data.download")
     release, calls = threading.Event(), []
@@ -253,17 +252,7 @@ def test_two_jobs_that_want_the_same_split_decode_it_once(photo_folder, tmp_path
         results.append(datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train"))
 
     jobs = [threading.Thread(target=job, daemon=True) for _ in range(2)]
-    try:
-        for thread in jobs:
-            thread.start()
-        end = time.monotonic() + 120
-        while f"waiting for another process that is writing {cache_dir}" not in caplog.text:
-            assert len(calls) < 2 and time.monotonic() < end, "both jobs decode"
-            time.sleep(0.05)
-    finally:
-        release.set()
-    for thread in jobs:
-        thread.join()
+    run_while_one_waits(jobs, caplog, f"waiting for another process that is writing {cache_dir}", lambda: len(calls), release)
     assert len(results) == 2 and len(calls) == len(results[0]) == len(results[1]), "each image decoded once"
     assert all(np.array_equal(results[0][i], results[1][i]) for i in range(len(calls)))
     assert len(list(cache_dir.glob("*.u8"))) == 1 and not list(cache_dir.glob("*.partial"))
