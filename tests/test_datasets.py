@@ -393,7 +393,7 @@ def test_two_jobs_scanning_one_folder_at_once_check_each_file_once(tmp_path, mon
     locks, as processes do)."""
     from transferlab.data import scan
 
-    caplog.set_level("INFO", logger="transferlab.data.download")
+    caplog.set_level("INFO", logger="transferlab.shared_files")
     for i in range(3):
         (tmp_path / f"{i}.jpg").write_bytes(jpeg(1, seed=i))
     files = sorted(tmp_path.glob("*.jpg"))

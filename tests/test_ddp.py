@@ -187,16 +187,14 @@ def test_evaluation_shares_count_every_image_once_and_training_shares_are_padded
     assert set(i for share in training for i in share) == set(range(10))
 
 
-def test_the_global_batch_must_divide_among_the_processes(monkeypatch, colour_folder):
+def test_the_global_batch_must_divide_among_the_processes(colour_folder):
     from transferlab.data import ImageFolderDataModule
     from transferlab.errors import TransferlabError
 
     datamodule = ImageFolderDataModule(root=str(colour_folder), data_config=create_backbone("small_cnn", pretrained=False).data_config,
                                        batch_size=15, num_workers=0)
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     with pytest.raises(TransferlabError, match=r"data.batch_size=15 is the global batch, shared by 2 processes: choose a multiple of 2"):
-        datamodule.check_shares("train", 48)
+        datamodule.check_shares("train", 48, world=2)
 
 
 def classifier(name: str) -> ImageClassifier:
@@ -311,16 +309,14 @@ def test_all_reduce_batchnorm_keeps_float32_statistics_under_bf16(one_process_gr
     assert torch.allclose(synced.running_var, reference.running_var, rtol=2e-2)
 
 
-def test_a_split_smaller_than_the_processes_is_a_clear_error(monkeypatch, colour_folder):
+def test_a_split_smaller_than_the_processes_is_a_clear_error(colour_folder):
     from transferlab.data import ImageFolderDataModule
     from transferlab.errors import TransferlabError
 
     datamodule = ImageFolderDataModule(root=str(colour_folder), data_config=create_backbone("small_cnn", pretrained=False).data_config,
                                        batch_size=16, num_workers=0)
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 4)
     with pytest.raises(TransferlabError, match="the val split has 3 images for 4 processes: every process needs at least one"):
-        datamodule.check_shares("val", 3)
+        datamodule.check_shares("val", 3, world=4)
 
 
 def test_inceptions_auxiliary_head_is_frozen_when_the_backbone_runs_in_eval():

@@ -236,7 +236,7 @@ def test_two_jobs_that_want_the_same_split_decode_it_once(photo_folder, tmp_path
     separate locks, as processes do)."""
     import threading
 
-    caplog.set_level("INFO", logger="transferlab.data.download")
+    caplog.set_level("INFO", logger="transferlab.shared_files")
     release, calls = threading.Event(), []
     original = decoded.decode_resized
 

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from transferlab import parallel
 from transferlab.figures import confusion_figure, image_grid
 from transferlab.transforms import denormalize
 
@@ -104,7 +105,7 @@ class EvaluationFigures(Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = pl_module.test_confusion.compute()  # on every rank: under DDP it gathers from all
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if parallel.distributed():
             every_rank: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(every_rank, self.mistakes)
             self.mistakes = sorted((m for ms in every_rank for m in ms), key=lambda m: (-m[0], m[1]))[: self.worst]

@@ -28,8 +28,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from transferlab.data.decoded import DECODING_LIBRARIES, library_versions
-from transferlab.data.download import locked, partial_path
+from transferlab.data.decoded import DECODING_LIBRARIES
+from transferlab.shared_files import library_versions, locked, partial_path
 from transferlab.data.images import sources_digest
 from transferlab.transferability import frozen_features
 

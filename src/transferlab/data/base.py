@@ -210,9 +210,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         in_use = self.features_until_epoch is None or epoch < self.features_until_epoch
         cached = self.feature_views.get(split) if in_use else None
         dataset = cached if cached is not None else self.image_dataset(split, augment)
-        self.check_shares(split, len(dataset))
         workers = 0 if cached is not None else self.num_workers  # features are already in memory
         sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment)
+        self.check_shares(split, len(dataset), sampler.world_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size // sampler.world_size,
@@ -222,11 +222,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
         )
 
-    def check_shares(self, split: str, size: int) -> None:
+    def check_shares(self, split: str, size: int, world: int) -> None:
         """`batch_size` is the global batch: under DDP each of the processes takes an equal share, so a
         run on N processes trains on the batches of a one-process run. Every process needs at least
         one image of each split (a process without evaluation batches would leave the others waiting)."""
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if self.batch_size % world:
             raise TransferlabError(f"data.batch_size={self.batch_size} is the global batch, shared by {world} processes: "
                                    f"choose a multiple of {world}")

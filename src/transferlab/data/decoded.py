@@ -18,7 +18,6 @@ augmentation on tensors (`transforms.DecodedTransform`): no JPEG is decoded agai
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -30,9 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from transferlab.data.download import locked, partial_path
 from transferlab.data.images import ImageSource, load_rgb, sources_digest
 from transferlab.errors import TransferlabError
+from transferlab.shared_files import library_versions, locked, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +87,6 @@ class _Decoding(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return decode_resized(self.sources[index], self.short_side, self.interpolation)
-
-
-def library_versions(*modules: str) -> dict[str, str]:
-    """The versions of the libraries whose code computes a cached result: an upgrade may change it."""
-    return {name: str(importlib.import_module(name).__version__) for name in modules}
 
 
 def cache_key(sources: Sequence[ImageSource], short_side: int, interpolation: str) -> str:

@@ -1,16 +1,12 @@
-"""Checksummed, resumable downloads, atomic extraction, and the file locks the caches share.
+"""Checksummed, resumable downloads and atomic extraction.
 
 A dataset is either fully in place or absent: bytes go to `<file>.part` (resumed
 with an HTTP Range request after a cut connection), are checked against the
 published checksum, and only then renamed to `<file>`; archives are extracted
 into a temporary directory that is renamed into place when complete. A later
-run trusts only what carries the final name.
-
-Jobs of a sweep start together and want the same files: each "check, compute,
-publish" runs under a file lock beside its result (`.<name>.lock`), so one job
-downloads, extracts or computes while the others wait and then use its result.
-What is written goes to a name no other process uses and is renamed into place,
-so a reader only ever opens a complete file.
+run trusts only what carries the final name. Jobs that want the same file or
+folder at once take its lock (shared_files.py): one downloads or extracts, the
+others wait and use its result.
 """
 
 from __future__ import annotations
@@ -27,59 +23,19 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from transferlab.errors import TransferlabError
+from transferlab.shared_files import locked
 
 log = logging.getLogger(__name__)
 
 
 class DownloadError(TransferlabError):
     """A file could not be downloaded or failed its checksum."""
-
-
-def lock_path(path: Path) -> Path:
-    """A hidden file beside `path`: a folder of locks would be one more class to image-folder readers."""
-    return path.with_name(f"{'' if path.name.startswith('.') else '.'}{path.name}.lock")
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold the lock of `path` for the block: check, compute and publish `path` there."""
-    lock = _acquire(path)
-    try:
-        yield
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _acquire(path: Path) -> FileLock | None:
-    """The lock of `path`, held (after waiting for the process that holds it), or None where no lock
-    file can be made: a read-only folder, where nothing can be published either."""
-    lock = FileLock(lock_path(path))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            lock.acquire(blocking=False)
-        except Timeout:
-            log.info("waiting for another process that is writing %s (lock %s)", path, lock_path(path))
-            lock.acquire()
-    except OSError as error:
-        log.debug("no lock for %s (%s): going on without one", path, error)
-        return None
-    return lock
-
-
-def partial_path(path: Path) -> Path:
-    """Where this process writes `path` before renaming it into place: no other process uses the name."""
-    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
 
 
 @dataclass(frozen=True)

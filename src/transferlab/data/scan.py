@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from transferlab.data.download import locked, partial_path
+from transferlab.shared_files import locked, partial_path
 
 log = logging.getLogger(__name__)
 
