@@ -32,12 +32,16 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 
 
 def install() -> None:
-    """Make Lightning's DDP launchers (Trainer's and Fabric's) start children with `job_command`."""
-    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
-    from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
+    """Make Lightning's DDP launchers (Trainer's and Fabric's) start children with `job_command`.
+    Both private functions are checked before either is replaced: setting a name a launcher module
+    no longer has would add an attribute its code never reads, and children would run the sweep again."""
+    from transferlab.internals import FABRIC_HYDRA_COMMAND, TRAINER_HYDRA_COMMAND, require
 
-    fabric_launcher._hydra_subprocess_cmd = job_command
-    trainer_launcher._hydra_subprocess_cmd = job_command
+    launchers = (FABRIC_HYDRA_COMMAND, TRAINER_HYDRA_COMMAND)
+    for internal in launchers:
+        require(internal)
+    for internal in launchers:
+        setattr(internal.owner_object(), internal.name, job_command)
 
 
 LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")

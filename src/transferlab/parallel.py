@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from transferlab import internals
 from transferlab.errors import TransferlabError
 
 log = logging.getLogger(__name__)
@@ -86,16 +87,14 @@ def follow_trainable(trainer: L.Trainer, wrapped_with: frozenset[str]) -> frozen
     now = trainable_names(module)
     if now == wrapped_with or not isinstance(strategy.model, DistributedDataParallel):
         return now
-    # Lightning's DDPStrategy and torch's DDP internals this relies on (private: checked, not assumed).
-    missing = [name for owner, name in ((strategy, "_setup_model"), (strategy, "_register_ddp_hooks"),
-                                        (strategy.model, "_remove_autograd_hooks")) if not hasattr(owner, name)]
-    if missing:
-        raise TransferlabError(f"a phase change under DDP needs the wrapper rebuilt, and this Lightning/torch lacks "
-                               f"{missing} (tested with Lightning 2.6, torch 2.14): use a strategy without phase changes")
+    # Lightning's DDPStrategy and torch's DDP internals (private: all checked before any is used).
     old = strategy.model
-    old._remove_autograd_hooks()  # the old reducer must not all-reduce (or wait for) gradients any more
-    strategy.model = strategy._setup_model(old.module)  # broadcasts rank 0's parameters and buffers
-    strategy._register_ddp_hooks()  # the user's communication hook (CUDA), as Lightning registers it
+    remove_autograd_hooks = internals.require(internals.DDP_REMOVE_AUTOGRAD_HOOKS, old)
+    setup_model = internals.require(internals.DDP_STRATEGY_SETUP_MODEL, strategy)
+    register_ddp_hooks = internals.require(internals.DDP_STRATEGY_REGISTER_HOOKS, strategy)
+    remove_autograd_hooks()  # the old reducer must not all-reduce (or wait for) gradients any more
+    strategy.model = setup_model(old.module)  # broadcasts rank 0's parameters and buffers
+    register_ddp_hooks()  # the user's communication hook (CUDA), as Lightning registers it
     log.info("DDP: %d trainable parameter tensors now (%d before): wrapper rebuilt, ranks start from rank 0's weights",
              len(now), len(wrapped_with))
     return now
