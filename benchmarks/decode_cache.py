@@ -32,7 +32,7 @@ from skimage import data as samples
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from transferlab.backbones import DataConfig
+from transferlab.transforms import DataConfig
 from transferlab.data import ImageFolderDataModule
 from transferlab.data.base import default_num_workers
 from transferlab.transforms import Augment, build_transforms

@@ -13,16 +13,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-
-from transferlab.backbones import create_backbone, list_backbones
-from transferlab.classifier import ImageClassifier
+from transferlab import build
+from transferlab.backbones import list_backbones
+from transferlab.checks import check_config
 from transferlab.errors import TransferlabError
-from transferlab.run import register_resolvers
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = build.CONF
 
 
 def list_models() -> str:
@@ -35,15 +31,12 @@ def list_models() -> str:
 
 
 def describe(overrides: list[str]) -> str:
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = build.compose(overrides)
     if cfg.get("list"):
         return list_models()
-    policy = instantiate(cfg.strategy)
-    spec = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "dropout"}
-    spec["pretrained"] = bool(spec["pretrained"]) and policy.uses_pretrained_weights
-    backbone = create_backbone(**spec)
+    check_config(cfg)
+    policy = build.policy(cfg)
+    spec, backbone = build.backbone(cfg, policy)  # the backbone training builds, auxiliary head included or not
     data = backbone.data_config
     lines = [
         f"model        {backbone.name} ({'pretrained' if spec['pretrained'] else 'random weights'})",
@@ -52,10 +45,10 @@ def describe(overrides: list[str]) -> str:
         f"features     {backbone.num_features}",
     ]
     # A 2-class head is enough to show the split between frozen and trainable parameters.
-    module = ImageClassifier(spec, num_classes=2, optimizer={"lr": 1.0}, backbone=backbone, channels_last=False)
-    strategy = type(policy).__name__
-    if strategy == "Auto":
-        lines.append("strategy     auto decides from the data at training time; counts below: all blocks")
+    module = build.classifier(cfg, spec, backbone, num_classes=2)
+    strategy = policy.name
+    if policy.decides_from_data:
+        lines.append(f"strategy     {strategy} decides from the data at training time; counts below: all blocks")
     else:
         policy.freeze_before_training(module)
     lines.append(f"\n{'block':<6} {'name':<40} {'params':>12} {'trainable':>12}   under strategy {strategy}")
@@ -65,6 +58,10 @@ def describe(overrides: list[str]) -> str:
         lines.append(f"{index:<6} {name[:40]:<40} {total:>12,} {trainable:>12,}")
     head = sum(p.numel() for p in module.head.parameters())
     lines.append(f"{'head':<6} {'Dropout → Linear(…, num_classes=2)':<40} {head:>12,} {head:>12,}")
+    if module.aux_head is not None:
+        aux = sum(p.numel() for p in module.aux_head.parameters())
+        trains = sum(p.numel() for p in module.aux_head.parameters() if p.requires_grad)
+        lines.append(f"{'aux':<6} {'Linear(768, num_classes=2), Inception':<40} {aux:>12,} {trains:>12,}")
     total = sum(p.numel() for p in module.parameters())
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     lines.append(f"\ntotal {total:,} parameters: {trainable:,} trainable, {total - trainable:,} frozen")

@@ -15,10 +15,11 @@ from omegaconf import DictConfig
 
 from transferlab import ddp
 from transferlab.errors import TransferlabError
-from transferlab.run import register_resolvers, train
+from transferlab import resolvers
+from transferlab.run import train
 
 log = logging.getLogger("transferlab")
-register_resolvers()
+resolvers.register()
 ddp.install()
 
 

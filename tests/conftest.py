@@ -16,14 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from transferlab.run import register_resolvers
+from transferlab import resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 CLASSES = ("red", "green", "blue")
 
 torch.set_num_threads(2)
-register_resolvers()
+resolvers.register()
 
 
 def write_colour_images(folder: Path, per_class: int, seed: int, size: int = 40) -> None:

@@ -7,7 +7,8 @@ import timm
 import torch
 from PIL import Image
 
-from transferlab.backbones import IMAGENET_MEAN, IMAGENET_STD, DataConfig, create_backbone, list_backbones
+from transferlab.backbones import create_backbone, list_backbones
+from transferlab.transforms import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from transferlab.errors import PretrainedWeightsUnavailable, TransferlabError
 from transferlab.transforms import build_transforms, resize_size
 from transferlab.weights import load_packaged_lite, map_in_order, packaged_lite_arch, packaged_lite_file

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import CLASSES, write_colour_images
-from transferlab.backbones import DataConfig
+from transferlab.transforms import DataConfig
 from transferlab.data import DigitsDataModule, ImageFolderDataModule
 from transferlab.data.base import EpochSampler
 from transferlab.errors import TransferlabError

@@ -24,7 +24,7 @@ from PIL import Image
 
 from conftest import ROOT, run_while_one_waits
 from http_server import FileServer
-from transferlab.backbones import DataConfig
+from transferlab.transforms import DataConfig
 from transferlab.data import CatsVsDogsDataModule, CIFAR10DataModule, FashionMNISTDataModule, HymenopteraDataModule
 from transferlab.data.download import DownloadError, Remote, download
 from transferlab.errors import TransferlabError
@@ -220,7 +220,8 @@ from types import SimpleNamespace
 import torch
 
 from transferlab import feature_cache
-from transferlab.backbones import DataConfig, create_backbone
+from transferlab.backbones import create_backbone
+from transferlab.transforms import DataConfig
 from transferlab.data import HymenopteraDataModule
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")

@@ -80,7 +80,7 @@ def ddp_and_single_runs(colour_folder, tmp_path_factory) -> tuple[Path, Path]:
     """Every strategy × a timm (packaged lite0) and a torchvision backbone, on 2 ranks and on one process."""
     # Dropout off: each process draws its own masks for its share of the batch, so with dropout
     # the runs differ by the masks, not by anything DDP should keep equal.
-    base = [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=0.01", "model.dropout=0"]
+    base = [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=0.01", "head.dropout=0"]
     runs = {f"{b}-{s}": [*base, *BACKBONES[b], *STRATEGIES[s]] for b, s in RUNS}
     ddp_dir, single_dir = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("single")
     spec = ddp_dir / "spec.json"

@@ -15,7 +15,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from conftest import TINY, compose_config, run_while_one_waits
-from transferlab.backbones import DataConfig
+from transferlab.transforms import DataConfig
 from transferlab.data import ImageFolderDataModule, decoded
 from transferlab.errors import TransferlabError
 from transferlab.run import train

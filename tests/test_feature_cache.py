@@ -7,7 +7,8 @@ import torch
 
 from conftest import TINY, compose_config
 from transferlab import feature_cache
-from transferlab.run import features_pay_off, train
+from transferlab.feature_cache import features_pay_off
+from transferlab.run import train
 
 
 def head_weights(metrics: dict) -> dict[str, torch.Tensor]:
@@ -86,7 +87,8 @@ def frozen_small_cnn(colour_folder, **options):
     """A backbone and a datamodule as `split_features` sees them, without a training run."""
     from types import SimpleNamespace
 
-    from transferlab.backbones import DataConfig, create_backbone
+    from transferlab.backbones import create_backbone
+    from transferlab.transforms import DataConfig
     from transferlab.data import ImageFolderDataModule
 
     torch.manual_seed(0)

@@ -224,8 +224,8 @@ def test_auto_probes_both_classes_of_a_class_ordered_folder(tmp_path, monkeypatc
     class_ordered_folder(tmp_path, classes=2, per_class=20)
     policy, _, labels = probe(tmp_path, max_images=10, seed=0, monkeypatch=monkeypatch)
     assert torch.bincount(labels).tolist() == [5, 5]
-    assert policy.report["auto/probe_images"] == 10 and policy.report["auto/probe_min_per_class"] == 5
-    assert policy.report["auto/choice"] in ("head_only", "top_blocks")
+    assert policy.report()["auto/probe_images"] == 10 and policy.report()["auto/probe_min_per_class"] == 5
+    assert policy.report()["auto/choice"] in ("head_only", "top_blocks")
 
 
 def test_auto_probes_every_one_of_many_classes_and_decides_the_same_for_a_seed(tmp_path, monkeypatch, caplog):
@@ -237,7 +237,7 @@ def test_auto_probes_every_one_of_many_classes_and_decides_the_same_for_a_seed(t
 
     again, same_features, same_labels = probe(tmp_path, max_images=60, seed=3, monkeypatch=monkeypatch)
     assert torch.equal(same_features, features) and torch.equal(same_labels, labels)
-    assert again.report == policy.report
+    assert again.report() == policy.report()
     _, other_features, _ = probe(tmp_path, max_images=60, seed=4, monkeypatch=monkeypatch)
     assert not torch.equal(other_features, features), "another seed, another sample"
 

@@ -113,7 +113,7 @@ def auto_choice(root, many_per_class: int) -> dict:
     trainer = L.Trainer(max_epochs=1, callbacks=[policy], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(module, datamodule)
-    return policy.report
+    return policy.report()
 
 
 def test_auto_picks_head_only_for_few_images_close_to_the_pretraining(colour_folder):

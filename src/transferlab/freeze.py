@@ -62,6 +62,10 @@ class FreezePolicy(BaseFinetuning):
     uses_pretrained_weights: bool = True
     # False for policies that never train the backbone (no auxiliary classifier then).
     trains_backbone: bool = True
+    # Whether pretrained layers stay frozen for some epochs (a warning when they are random instead).
+    freezes_backbone: bool = True
+    # Whether the policy looks at the data before training to choose what to freeze (strategy=auto).
+    decides_from_data: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,6 +85,10 @@ class FreezePolicy(BaseFinetuning):
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         """No phase change by default."""
+
+    def report(self) -> dict[str, float | str]:
+        """What the policy measured or decided, for metrics.json (auto/…); nothing by default."""
+        return {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)  # freeze_before_training
@@ -130,6 +138,7 @@ class FullFinetune(FreezePolicy):
     """Everything trains; the backbone at `backbone_lr_scale` × the head's learning rate."""
 
     name = "full_finetune"
+    freezes_backbone = False
 
     def __init__(self, backbone_lr_scale: float = 1.0) -> None:
         super().__init__()
@@ -196,6 +205,7 @@ class Scratch(FreezePolicy):
     """Random initialisation, everything trains: the baseline that shows what pretraining buys."""
 
     name = "scratch"
+    freezes_backbone = False
 
     uses_pretrained_weights = False
 
@@ -207,6 +217,7 @@ class Discriminative(FreezePolicy):
     """Everything trains; each block's lr is `decay` × the one above it (head at lr, stem lowest)."""
 
     name = "discriminative"
+    freezes_backbone = False
 
     def __init__(self, decay: float = 0.5) -> None:
         super().__init__()
@@ -230,6 +241,8 @@ class Gradual(FreezePolicy):
         super().__init__()
         if every < 1:
             raise TransferlabError(f"strategy.every={every}: unfreeze a block every 1 or more epochs")
+        if not 0 < decay <= 1:
+            raise TransferlabError(f"strategy.decay={decay}: choose 0 < decay ≤ 1")
         self.every, self.decay = every, decay
 
     @property
@@ -262,6 +275,7 @@ class Auto(FreezePolicy):
     """
 
     name = "auto"
+    decides_from_data = True
 
     def __init__(self, many_per_class: int = 100, similar: float = 0.7, top_n: int = 2, max_images: int = 2000) -> None:
         super().__init__()
@@ -269,7 +283,7 @@ class Auto(FreezePolicy):
             raise TransferlabError(f"strategy.max_images={max_images}: choose how many training images the linear probe may use (default 2000)")
         self.many_per_class, self.similar, self.top_n, self.max_images = many_per_class, similar, top_n, max_images
         self.chosen: FreezePolicy | None = None
-        self.report: dict[str, float | str] = {}
+        self.decision: dict[str, float | str] = {}
 
     @property
     def frozen_backbone_epochs(self) -> int | None:
@@ -279,6 +293,9 @@ class Auto(FreezePolicy):
     def prepare(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
         if self.chosen is None:
             self.decide(pl_module, datamodule)
+
+    def report(self) -> dict[str, float | str]:
+        return self.decision
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         if self.chosen is None:  # decided once; testing re-runs this setup
@@ -303,7 +320,7 @@ class Auto(FreezePolicy):
         else:
             self.chosen = TopBlocks(n=min(self.top_n, len(pl_module.backbone.blocks)))
         counts = np.bincount(probe_labels.numpy(), minlength=datamodule.num_classes)
-        self.report = {
+        self.decision = {
             "auto/images_per_class": round(per_class, 1),
             "auto/probe_images": int(counts.sum()),
             "auto/probe_min_per_class": int(counts.min()),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from transferlab.backbones import DataConfig
+from transferlab.transforms import DataConfig
 from transferlab.classifier import ImageClassifier
 from transferlab.data.images import load_rgb
 from transferlab.data.folder import IMAGE_SUFFIXES

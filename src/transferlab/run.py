@@ -10,36 +10,15 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab import ddp, parallel
-from transferlab.backbones import create_backbone
-from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch, log_final_hparams
-from transferlab.classifier import ImageClassifier, count_parameters
+from transferlab import build, ddp, parallel
+from transferlab.callbacks import log_final_hparams
+from transferlab.classifier import count_parameters
 from transferlab.errors import TransferlabError
-from transferlab.feature_cache import BackToImages, cache_features
-from transferlab.sync_batchnorm import TimmAwareSyncBatchNorm
 from transferlab.weights import read_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def register_resolvers() -> None:
-    """Resolvers the Hydra configs use; called before Hydra composes them."""
-    if not OmegaConf.has_resolver("coalesce"):
-        # `${coalesce:${resume},<new dir>}`: the resumed run's directory, else a new one.
-        OmegaConf.register_new_resolver("coalesce", lambda *values: next((v for v in values if v), None))
-    if not OmegaConf.has_resolver("path_safe"):
-        # Sweep sub-directories are named after the overrides; a path value must not nest them.
-        OmegaConf.register_new_resolver("path_safe", lambda name: str(name).replace("/", "_")[:120])
-    if not OmegaConf.has_resolver("run_stamp"):
-        # A run's directory name: its start time; the Slurm job for the tasks of one multi-task
-        # (multi-node) run, which must all agree on it and may start seconds apart.
-        OmegaConf.register_new_resolver("run_stamp", parallel.run_stamp, use_cache=True)
-    if not OmegaConf.has_resolver("config_subdir"):
-        # A resumed run keeps the config it was started with in .hydra/.
-        OmegaConf.register_new_resolver("config_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra")
 
 
 def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
@@ -101,14 +80,6 @@ def train(cfg: DictConfig) -> dict:
             ddp.tear_down()
 
 
-def features_pay_off(frozen_epochs: int | None, views: int) -> bool:
-    """Cached features cost one frozen pass per view: they pay off when the backbone stays frozen
-    for more epochs than that (head_only: the whole run). two_phase's default 2 head epochs with
-    2 augmented views would do as many passes plus a loader switch: no faster (digits: 138 s vs 131 s,
-    measured on the earlier EfficientNet-Lite network)."""
-    return frozen_epochs is None or frozen_epochs > views
-
-
 def pre_fit_device(cfg: DictConfig) -> torch.device:
     """The device training will use, for the passes before fit (auto's probe, the feature cache)."""
     if not torch.cuda.is_available() or cfg.trainer.get("accelerator") not in ("auto", "gpu", "cuda"):
@@ -120,78 +91,20 @@ def pre_fit_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda", int(devices[rank]) if OmegaConf.is_list(devices) else rank)  # trainer.devices=[2,3]
 
 
-def prepare_feature_cache(cfg: DictConfig, policy, module: ImageClassifier, datamodule, checkpoint: Path | None) -> list:
-    """Cache the frozen backbone's features when that pays off; returns the callbacks it needs."""
-    cache, frozen_epochs = cfg.get("feature_cache") or {}, policy.frozen_backbone_epochs
-    views = cache.get("views", 1) if datamodule.augment.enabled else 1
-    if (not cache.get("enabled") or not features_pay_off(frozen_epochs, views)
-            or checkpoint_to_resume_is_past(checkpoint, frozen_epochs)):
-        return []
-    cache_features(module, datamodule, views=cache.views, directory=cache.get("dir"), until_epoch=frozen_epochs)
-    # Partly frozen runs (two_phase): new loaders, over images, when the backbone starts training.
-    return [] if frozen_epochs is None else [BackToImages(frozen_epochs)]
-
-
-def checkpoint_to_resume_is_past(checkpoint: Path | None, frozen_epochs: int | None) -> bool:
-    """Whether a resumed run starts after the backbone's frozen epochs (cached features unused)."""
-    if checkpoint is None or frozen_epochs is None:
-        return False
-    saved_epoch = read_checkpoint(checkpoint, "resume")["epoch"]
-    return saved_epoch + 1 >= frozen_epochs  # `epoch` is the last finished one
-
-
 def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path | None) -> dict:
-    epochs = cfg.trainer.get("max_epochs")
-    if epochs is not None and (epochs == 0 or epochs < -1):  # -1: Lightning's "until max_steps"
-        raise TransferlabError(f"trainer.max_epochs={epochs}: train at least one epoch (a run without one has no "
-                               f"validation score and no checkpoint to test)")
     L.seed_everything(cfg.seed, workers=True)
+    run = build.experiment(cfg)
+    policy, datamodule, module = run.policy, run.datamodule, run.module
 
-    policy = instantiate(cfg.strategy)
-    pretrained = bool(cfg.model.pretrained) and policy.uses_pretrained_weights
-    if cfg.model.pretrained and not pretrained:
-        log.info("strategy %s trains from random weights: no pretrained weights are loaded", type(policy).__name__)
-    model_spec = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "dropout"}
-    model_spec.update(pretrained=pretrained, weights=cfg.model.weights if pretrained else None)
-    if "aux_weight" in model_spec and policy.frozen_backbone_epochs != 0:
-        # Inception's auxiliary classifier only runs while the whole backbone is in train mode from the
-        # first step: a backbone frozen at first (head_only; two_phase and gradual, whose first epochs may
-        # run on cached features) would leave it without gradients (an error under DDP).
-        model_spec["aux_weight"] = 0.0
-    backbone = create_backbone(**model_spec)
-    if not pretrained and policy.uses_pretrained_weights and policy.name != "full_finetune":
-        log.warning("strategy %s freezes parts of a randomly initialised %s", policy.name, cfg.model.name)
-
-    datamodule = instantiate(cfg.data, data_config=backbone.data_config, _convert_="object")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-
-    module = ImageClassifier(
-        model=model_spec,
-        num_classes=datamodule.num_classes,
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
-        class_names=datamodule.class_names,
-        data_config=datamodule.data_config.to_dict(),
-        dropout=cfg.model.dropout,
-        channels_last=cfg.channels_last,
-        backbone=backbone,
-    )
     started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
     module.to(pre_fit_device(cfg))  # the passes before fit run where training will
     policy.prepare(module, datamodule)  # strategy=auto decides here, so that head_only gets the cache
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
         module.backbone.compile(backend=cfg.compile.backend, mode=cfg.compile.mode, dynamic=False)
-    feature_switch = prepare_feature_cache(cfg, policy, module, datamodule, checkpoint_to_resume)
-    callbacks = [policy, SeedEachBatch(cfg.seed), *feature_switch,
-                 *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    feature_switch = build.feature_cache(cfg).attach(module, datamodule, policy.frozen_backbone_epochs, checkpoint_to_resume)
     placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
-    # trainer.sync_batchnorm, timm-aware and on CPU too (Lightning's drops timm's fused activations).
-    plugins = [AtomicCheckpointIO(), *([TimmAwareSyncBatchNorm()] if cfg.trainer.get("sync_batchnorm") else [])]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins,
-                                     sync_batchnorm=False, **placement)
+    trainer = build.trainer(cfg, build.callbacks(cfg, policy, *feature_switch), build.loggers(cfg), **placement)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
     fit_seconds = time.perf_counter() - started
@@ -217,11 +130,11 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         "strategy": policy.name,
         "seed": cfg.seed,
         "best_checkpoint": best,
-        "feature_cache": bool(datamodule.feature_views),
+        "feature_cache": datamodule.cached_features is not None,
         "status": "completed",
         **datamodule.split_sizes(),
         **in_sync,
-        **getattr(policy, "report", {}),
+        **policy.report(),
         **{k: v for k, v in test_metrics.items() if k.count("/") == 2},  # per class: test/f1/<class>
     }
     if trainer.is_global_zero:

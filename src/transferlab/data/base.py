@@ -8,6 +8,7 @@ import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -17,12 +18,14 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transferlab.backbones import DataConfig
 from transferlab.data.decoded import MODES as DECODE_MODES
 from transferlab.data.decoded import DecodedImages, decode_images
 from transferlab.data.images import ImageSource, load_rgb
 from transferlab.errors import TransferlabError
-from transferlab.transforms import Augment, DecodedTransform, build_transforms, resize_size
+from transferlab.transforms import Augment, DataConfig, DecodedTransform, build_transforms, resize_size
+
+if TYPE_CHECKING:  # the cache builds on the datamodule, not the other way round
+    from transferlab.feature_cache import CachedFeatures
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +148,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.decoded: dict[int, DecodedImages] = {}  # by id of the split: val may double as test
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
-        self.feature_views: dict[str, Dataset] = {}  # filled by feature_cache.cache_features
-        # Cached features stand in for images until this epoch (None: the whole run, head_only);
-        # two_phase switches back to images when it unfreezes the backbone.
-        self.features_until_epoch: int | None = None
+        # Frozen features that stand in for images (feature_cache.FeatureCache sets them; None: images).
+        self.cached_features: CachedFeatures | None = None
 
     # -- what a dataset provides
     def find_splits(self) -> tuple[list[str], dict[str, Split]]:
@@ -205,10 +206,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def loader(self, split: str, augment: bool) -> DataLoader:
         """A split's loader (`augment` also shuffles: the training loader). Over cached frozen
-        features instead of images once `feature_cache.cache_features` has filled `feature_views`."""
+        features instead of images in the epochs `cached_features` covers."""
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        in_use = self.features_until_epoch is None or epoch < self.features_until_epoch
-        cached = self.feature_views.get(split) if in_use else None
+        cached = self.cached_features.dataset(split, epoch) if self.cached_features is not None else None
         dataset = cached if cached is not None else self.image_dataset(split, augment)
         workers = 0 if cached is not None else self.num_workers  # features are already in memory
         sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment)

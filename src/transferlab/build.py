@@ -1,0 +1,170 @@
+"""The build step: a composed config in, the objects of a run out, each instantiated here and only here.
+
+    config ─ checks.check_config ─► policy ─► model_spec ─► backbone ─► datamodule ─► classifier
+                                                                    └► feature cache, callbacks, loggers, trainer
+
+Like lightning-hydra-template's single instantiation point: `run.train`, `src/describe.py`,
+`src/cache.py` and the tests all build through these functions, so what describe reports is
+what training trains. Every function takes the composed config (`cfg`, as `src/train.py` gets it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException, InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab import resolvers
+from transferlab.backbones import Backbone, create_backbone
+from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch
+from transferlab.checks import check_config
+from transferlab.classifier import ImageClassifier
+from transferlab.data.base import ImageClassificationDataModule
+from transferlab.errors import TransferlabError
+from transferlab.feature_cache import FeatureCache
+from transferlab.freeze import FreezePolicy
+from transferlab.sync_batchnorm import TimmAwareSyncBatchNorm
+
+log = logging.getLogger(__name__)
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The config `src/train.py` would run with these overrides, for scripts that do not train."""
+    resolvers.register()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return hydra_compose(config_name, overrides=overrides)
+    except HydraException as error:  # an unknown key or group option: Hydra's own message, on one line
+        text = str(error).split("\nConfig search path")[0]  # the search path only matters to Hydra's developers
+        lines = [line.strip().rstrip(".:") for line in text.splitlines() if line.strip() and "full_key" not in line]
+        raise TransferlabError(f"{lines[0]}: {', '.join(lines[1:])}" if len(lines) > 1 else lines[0]) from None
+
+
+def built(section: str, node: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, with a constructor's refusal as one line naming the config section
+    (Hydra wraps it in a multi-line InstantiationException)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, TransferlabError):
+            raise cause from None
+        if isinstance(cause, (TypeError, ValueError, MisconfigurationException)):
+            raise TransferlabError(f"{section}: {cause}") from None
+        raise
+
+
+def policy(cfg: DictConfig) -> FreezePolicy:
+    return built("strategy", cfg.strategy)
+
+
+def model_spec(cfg: DictConfig, freeze_policy: FreezePolicy) -> dict:
+    """The backbone's arguments for this run: `model:` as configured, with what the policy rules out
+    turned off (pretrained weights for scratch, Inception's auxiliary classifier for a frozen start)."""
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    pretrained = bool(spec["pretrained"]) and freeze_policy.uses_pretrained_weights
+    if spec["pretrained"] and not pretrained:
+        log.info("strategy %s trains from random weights: no pretrained weights are loaded", freeze_policy.name)
+    spec.update(pretrained=pretrained, weights=spec.get("weights") if pretrained else None)
+    if spec.get("aux_weight") and freeze_policy.frozen_backbone_epochs != 0:
+        # Inception's auxiliary classifier only runs while the whole backbone is in train mode from the
+        # first step: a backbone frozen at first (head_only; two_phase and gradual, whose first epochs may
+        # run on cached features) would leave it without gradients (an error under DDP).
+        spec["aux_weight"] = 0.0
+    return spec
+
+
+def backbone(cfg: DictConfig, freeze_policy: FreezePolicy) -> tuple[dict, Backbone]:
+    """The model spec and the backbone it builds (downloading pretrained weights if need be)."""
+    spec = model_spec(cfg, freeze_policy)
+    built_backbone = create_backbone(**spec)
+    if not spec["pretrained"] and freeze_policy.uses_pretrained_weights and freeze_policy.freezes_backbone:
+        log.warning("strategy %s freezes parts of a randomly initialised %s", freeze_policy.name, cfg.model.name)
+    return spec, built_backbone
+
+
+def datamodule(cfg: DictConfig, built_backbone: Backbone) -> ImageClassificationDataModule:
+    """The dataset's datamodule, preparing images as the backbone's weights expect, with its splits set up."""
+    data = built("data", cfg.data, data_config=built_backbone.data_config, _convert_="object")
+    check_input_size(data.data_config.input_size, built_backbone)
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+def check_input_size(size: int, built_backbone: Backbone) -> None:
+    """A network's smallest input (its pooling would otherwise fail deep in the first forward pass)."""
+    if size < built_backbone.min_input_size:
+        raise TransferlabError(
+            f"data.image_size={size} is below the {built_backbone.min_input_size} px {built_backbone.name} "
+            f"needs{built_backbone.min_input_reason}: set data.image_size={built_backbone.min_input_size} or more")
+
+
+def classifier(cfg: DictConfig, spec: dict, built_backbone: Backbone, num_classes: int,
+               class_names: list[str] | None = None, data_config: dict | None = None) -> ImageClassifier:
+    return ImageClassifier(
+        model=spec,
+        num_classes=num_classes,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        class_names=class_names,
+        data_config=data_config,
+        dropout=cfg.head.dropout,
+        channels_last=cfg.channels_last,
+        backbone=built_backbone,
+    )
+
+
+def feature_cache(cfg: DictConfig) -> FeatureCache:
+    options = OmegaConf.to_container(cfg.get("feature_cache") or {"enabled": False}, resolve=True)
+    return FeatureCache(**options)
+
+
+@dataclass
+class Experiment:
+    """What a run trains: built from its config in this order (the datamodule needs the backbone's
+    preprocessing, the classifier the datamodule's classes)."""
+
+    policy: FreezePolicy
+    spec: dict
+    backbone: Backbone
+    datamodule: ImageClassificationDataModule
+    module: ImageClassifier
+
+
+def experiment(cfg: DictConfig) -> Experiment:
+    check_config(cfg)
+    freeze_policy = policy(cfg)
+    spec, built_backbone = backbone(cfg, freeze_policy)
+    data = datamodule(cfg, built_backbone)
+    module = classifier(cfg, spec, built_backbone, data.num_classes, data.class_names, data.data_config.to_dict())
+    return Experiment(freeze_policy, spec, built_backbone, data, module)
+
+
+def callbacks(cfg: DictConfig, freeze_policy: FreezePolicy, *extra: Callback) -> list[Callback]:
+    """The policy, per-batch reseeding, what the run needs besides (`extra`), then `callbacks:`."""
+    configured = [built(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items()]
+    return [freeze_policy, SeedEachBatch(cfg.seed), *extra, *configured]
+
+
+def loggers(cfg: DictConfig) -> list:
+    return [built(f"logger.{name}", node) for name, node in (cfg.get("logger") or {}).items()]
+
+
+def trainer(cfg: DictConfig, run_callbacks: list[Callback], run_loggers: list, **placement: Any) -> L.Trainer:
+    # trainer.sync_batchnorm, timm-aware and on CPU too (Lightning's drops timm's fused activations).
+    plugins = [AtomicCheckpointIO(), *([TimmAwareSyncBatchNorm()] if cfg.trainer.get("sync_batchnorm") else [])]
+    return built("trainer", cfg.trainer, callbacks=run_callbacks, logger=run_loggers, plugins=plugins,
+                 sync_batchnorm=False, **placement)

@@ -1,0 +1,24 @@
+"""The OmegaConf resolvers the Hydra configs use; registered before Hydra composes them."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from transferlab import parallel
+
+
+def register() -> None:
+    """Idempotent: every script (and the tests) calls it once before composing a config."""
+    if not OmegaConf.has_resolver("coalesce"):
+        # `${coalesce:${resume},<new dir>}`: the resumed run's directory, else a new one.
+        OmegaConf.register_new_resolver("coalesce", lambda *values: next((v for v in values if v), None))
+    if not OmegaConf.has_resolver("path_safe"):
+        # Sweep sub-directories are named after the overrides; a path value must not nest them.
+        OmegaConf.register_new_resolver("path_safe", lambda name: str(name).replace("/", "_")[:120])
+    if not OmegaConf.has_resolver("run_stamp"):
+        # A run's directory name: its start time; the Slurm job for the tasks of one multi-task
+        # (multi-node) run, which must all agree on it and may start seconds apart.
+        OmegaConf.register_new_resolver("run_stamp", parallel.run_stamp, use_cache=True)
+    if not OmegaConf.has_resolver("config_subdir"):
+        # A resumed run keeps the config it was started with in .hydra/.
+        OmegaConf.register_new_resolver("config_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra")
