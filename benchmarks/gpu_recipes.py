@@ -1,7 +1,11 @@
 """Training throughput per speed switch, and what Lightning costs over a plain PyTorch loop.
 
-    python benchmarks/gpu_recipes.py                     # CUDA GPU: ResNet-50, 224 px, batch 256
+    python benchmarks/gpu_recipes.py                     # CUDA GPU: ResNet-50, 224 px, batch 256 (refuses without one)
+    python benchmarks/gpu_recipes.py --device cpu        # CPU-sized: resnet18, 112 px, batch 32, 2 + 15 steps (about 2 min on 2 cores)
     python benchmarks/gpu_recipes.py --device cpu --model resnet18 --size 112 --batch-size 32 --steps 10
+
+Sizes not given on the command line come from the device's preset (PRESETS); the first
+line printed says what will run and, where a run was measured, about how long.
 
 1. Images/s of one training step (forward, backward, SGD step) on batches already on
    the device, for each switch transferlab exposes: `precision` 32-true (and TF32 on
@@ -22,6 +26,7 @@ import argparse
 import contextlib
 import json
 import logging
+import sys
 import time
 
 import lightning as L
@@ -39,6 +44,14 @@ NVIDIA_RESNET50_TRAINING = {
     "A100": {"tf32": 938, "mixed": 2470, "source": "DGX A100 80GB, 1 GPU"},
     "V100": {"fp32": 367, "mixed": 1200, "source": "DGX-1 V100 16GB, 1 GPU"},
 }
+
+# Defaults per device type: the GPU recipe, and a CPU-sized one (hours on a CPU otherwise).
+PRESETS = {
+    "cuda": {"model": "resnet50", "size": 224, "batch_size": 256, "warmup": 10, "steps": 50},
+    "cpu": {"model": "resnet18", "size": 112, "batch_size": 32, "warmup": 2, "steps": 15},
+}
+# Measured with the CPU preset on an idle 2-core CPU (README, Speed): about 27 img/s over all rows.
+CPU_RESNET18_112PX_IMG_PER_S = 27
 
 SWITCHES = {  # name: (precision, channels_last, tf32, compile)
     "32-true": ("32-true", False, False, False),
@@ -170,22 +183,59 @@ def published_figure(device: torch.device) -> tuple[str | None, dict | None]:
     return name, next((figures for key, figures in NVIDIA_RESNET50_TRAINING.items() if key in name), None)
 
 
-def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with the device's preset for every size not given. Without a CUDA GPU, a run
+    on the GPU (the default) is refused with one line that says how to run the CPU-sized one."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--device", default="cuda", help="cuda (default; refused without a CUDA GPU) or cpu")
+    parser.add_argument("--model", help="preset: resnet50 on cuda, resnet18 on cpu")
+    parser.add_argument("--size", type=int, help="preset: 224 on cuda, 112 on cpu")
+    parser.add_argument("--batch-size", type=int, help="preset: 256 on cuda, 32 on cpu")
+    parser.add_argument("--warmup", type=int, help="preset: 10 on cuda, 2 on cpu")
+    parser.add_argument("--steps", type=int, help="timed steps per row; preset: 50 on cuda, 15 on cpu")
     parser.add_argument("--switches", nargs="*", default=None, help=f"of {', '.join(SWITCHES)}")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    device_type = torch.device(args.device).type
+    if device_type == "cuda" and not torch.cuda.is_available():
+        cpu = PRESETS["cpu"]
+        sys.exit(f"error: gpu_recipes.py measures training on a CUDA GPU ({PRESETS['cuda']['model']}, "
+                 f"{PRESETS['cuda']['size']} px, batch {PRESETS['cuda']['batch_size']}) and this machine has none; for a "
+                 f"CPU-sized run ({cpu['model']}, {cpu['size']} px, batch {cpu['batch_size']}, about 2 min on 2 cores): "
+                 f"python benchmarks/gpu_recipes.py --device cpu")
+    for key, value in PRESETS["cuda" if device_type == "cuda" else "cpu"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def plan(args: argparse.Namespace, device: torch.device, switches: list[str]) -> str:
+    """What this run will do, and about how long it takes where that was measured."""
+    steps = args.warmup + args.steps
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    text = (f"gpu_recipes: {args.model}, {args.size} px, batch {args.batch_size} on {where}: "
+            f"{len(switches)} switch{'es' if len(switches) != 1 else ''} "
+            f"({', '.join(switches)}) x ({args.warmup} warm-up + {args.steps} timed steps), then a plain loop and "
+            f"Lightning alternated twice (4 x {steps} steps)")
+    if device.type == "cpu" and args.model == "resnet18":
+        images = args.batch_size * steps * (len(switches) + 4) * (args.size / 112) ** 2
+        estimate = f"about {max(1, round(images / CPU_RESNET18_112PX_IMG_PER_S / 60))} min on an idle 2-core CPU"
+    elif device.type == "cuda" and all(getattr(args, key) == value for key, value in PRESETS["cuda"].items()):
+        estimate = ("not measured on a GPU yet; from NVIDIA's published ResNet-50 rates, a few minutes on an "
+                    "A100-class GPU, longer on older ones (compile adds a minute or two)")
+    else:
+        estimate = f"no measured time for {args.model} at these sizes; each row prints as it finishes"
+    return f"{text}; time: {estimate}"
+
+
+def main() -> None:
+    args = parse()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     torch.backends.cudnn.benchmark = on_gpu
     switches = args.switches or [s for s in SWITCHES if on_gpu or ("tf32" not in s and "16-mixed" not in s and "compile" not in s)]
+    print(plan(args, device, switches), flush=True)
 
     throughput = {}
     for switch in switches:
