@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from transferlab import build
+from transferlab import build, console
 from transferlab.backbones import list_backbones
 from transferlab.checks import check_config
 from transferlab.errors import TransferlabError
@@ -69,6 +69,7 @@ def describe(overrides: list[str]) -> str:
 
 
 if __name__ == "__main__":
+    console.quiet_upstream()
     try:
         print(describe(sys.argv[1:]))
     except TransferlabError as error:

@@ -10,14 +10,13 @@ runs both on the same batch and reports the largest difference.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-
-from transferlab.errors import TransferlabError
+from transferlab.checks import Rule, check_options
+from transferlab.console import quiet_upstream
+from transferlab.errors import TransferlabError, run_script
 from transferlab.inference import data_config_of, load_classifier
 
 TOLERANCE = 1e-4
@@ -61,13 +60,17 @@ def export(checkpoint: str, fmt: str, out: str | None = None) -> tuple[Path, flo
     return target, difference
 
 
-if __name__ == "__main__":
-    options = OmegaConf.from_cli(sys.argv[1:])
-    try:
-        if "ckpt" not in options or "format" not in options:
-            raise TransferlabError("usage: python src/export.py ckpt=<best.ckpt> format=onnx|torchscript [out=<file>]")
-        written, difference = export(options.ckpt, options.format, options.get("out"))
-    except TransferlabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+USAGE = "python src/export.py ckpt=<best.ckpt> format=onnx|torchscript [out=<file>]"
+OPTIONS = {"ckpt": Rule(str), "format": Rule(str), "out": Rule(str)}
+
+
+def main(arguments: list[str]) -> int:
+    options = check_options(arguments, OPTIONS, USAGE, required=("ckpt", "format"))
+    written, difference = export(options["ckpt"], options["format"], options.get("out"))
     print(f"wrote {written}; largest difference from the checkpoint on a test batch: {difference:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    quiet_upstream()
+    run_script(main)

@@ -12,23 +12,24 @@ from __future__ import annotations
 import csv
 import sys
 
-from omegaconf import OmegaConf
-
-from transferlab.errors import TransferlabError, run_script
+from transferlab.checks import Rule, check_options
+from transferlab.console import quiet_upstream
+from transferlab.errors import run_script
 from transferlab.inference import image_files, load_classifier, predict
+
+USAGE = "python src/predict.py ckpt=<best.ckpt> inputs=<image or folder> [top_k=3] [csv=<file>]"
+OPTIONS = {"ckpt": Rule(str), "inputs": Rule(str), "top_k": Rule(int, 1), "csv": Rule(str)}
 
 
 def main(arguments: list[str]) -> int:
-    options = OmegaConf.from_cli(arguments)
-    if "ckpt" not in options or "inputs" not in options:
-        raise TransferlabError("usage: python src/predict.py ckpt=<best.ckpt> inputs=<image or folder> [top_k=3] [csv=<file>]")
-    top_k = int(options.get("top_k", 3))
-    rows = predict(load_classifier(options.ckpt), image_files(options.inputs), top_k=top_k)
+    options = check_options(arguments, OPTIONS, USAGE, required=("ckpt", "inputs"))
+    top_k = options.get("top_k", 3)
+    rows = predict(load_classifier(options["ckpt"]), image_files(options["inputs"]), top_k=top_k)
     for row in rows:
         shown = row.get("error") or ", ".join(f"{name} {p:.3f}" for name, p in row["top"])
         print(f"{row['path']}\t{'ERROR ' if 'error' in row else ''}{shown}")
     if options.get("csv"):
-        with open(options.csv, "w", newline="") as handle:
+        with open(options["csv"], "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", *(f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("class", "probability")), "error"])
             for row in rows:
@@ -40,4 +41,5 @@ def main(arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    quiet_upstream()
     run_script(main)

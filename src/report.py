@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from transferlab.errors import TransferlabError, run_script
 from transferlab.figures import plt
 
 
 @dataclass
 class Run:
     path: Path
-    status: str  # completed, failed, unfinished
+    status: str  # completed, failed, unfinished, unreadable
     model: str
     data: str
     strategy: str
@@ -44,11 +44,19 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def read_run(path: Path) -> Run:
-    hydra = yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text()) if (path / ".hydra" / "hydra.yaml").is_file() else {}
+    """A run's metrics and names; a file that cannot be parsed makes the run "unreadable", with the reason."""
+    try:
+        hydra = read_yaml(path / ".hydra" / "hydra.yaml") if (path / ".hydra" / "hydra.yaml").is_file() else {}
+        config = read_yaml(path / ".hydra" / "config.yaml")
+        metrics_file = path / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if not isinstance(metrics, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        where = getattr(error, "filename", None) or "metrics.json"
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        return Run(path, "unreadable", "?", "?", "?", {"error": f"{where}: {reason}"})
     choices = (hydra.get("hydra") or {}).get("runtime", {}).get("choices", {})
-    config = yaml.safe_load((path / ".hydra" / "config.yaml").read_text())
-    metrics_file = path / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     return Run(
         path=path,
         status=metrics.get("status", "unfinished"),
@@ -57,6 +65,16 @@ def read_run(path: Path) -> Run:
         strategy=metrics.get("strategy") or choices.get("strategy", "?"),
         metrics=metrics,
     )
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path.name} is not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path.name} holds no mapping")
+    return loaded
 
 
 def fmt(value: float | None, pattern: str) -> str:
@@ -72,7 +90,9 @@ def markdown(runs: list[Run], where: Path) -> str:
         f"# Sweep report: {where}",
         "",
         f"{len(completed)} completed, {sum(r.status == 'failed' for r in runs)} failed, "
-        f"{sum(r.status == 'unfinished' for r in runs)} unfinished. ★ = best test accuracy for its data set.",
+        f"{sum(r.status == 'unfinished' for r in runs)} unfinished"
+        f"{''.join(f', {n} unreadable' for n in [sum(r.status == 'unreadable' for r in runs)] if n)}. "
+        "★ = best test accuracy for its data set.",
         "",
         "| | data | model | strategy | test acc | best val acc | trainable params | fit time (s) | run |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -87,7 +107,7 @@ def markdown(runs: list[Run], where: Path) -> str:
         )
     others = [r for r in runs if r.status != "completed"]
     if others:
-        lines += ["", "## Failed or unfinished", "", "| status | data | model | strategy | error | run |", "|---|---|---|---|---|---|"]
+        lines += ["", "## Failed, unfinished or unreadable", "", "| status | data | model | strategy | error | run |", "|---|---|---|---|---|---|"]
         for run in others:
             error = str(run.metrics.get("error", "no metrics.json: killed or still running")).splitlines()[0]
             lines.append(f"| {run.status} | {run.data} | {run.model} | {run.strategy} | {error} | `{os.path.relpath(run.path, where)}` |")
@@ -96,7 +116,8 @@ def markdown(runs: list[Run], where: Path) -> str:
 
 def chart(runs: list[Run], target: Path) -> None:
     """Test accuracy against fit time, one marker shape per strategy."""
-    completed = [r for r in runs if r.status == "completed"]
+    # A metrics.json without both values (written by hand, or by an older version) has no point to plot.
+    completed = [r for r in runs if r.status == "completed" and None not in (r.value("time/fit_s"), r.value("test/acc"))]
     markers = dict(zip(sorted({r.strategy for r in completed}), "osD^v<>pP*X"))
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for strategy, marker in markers.items():
@@ -118,16 +139,21 @@ def chart(runs: list[Run], target: Path) -> None:
 def report(paths: list[Path]) -> Path:
     runs = [read_run(p) for p in find_runs(paths)]
     if not runs:
-        raise SystemExit(f"no run directories (with .hydra/config.yaml) under {', '.join(map(str, paths))}")
+        raise TransferlabError(f"no run directories (with .hydra/config.yaml) under {', '.join(map(str, paths))}")
     where = paths[0] if len(paths) == 1 and paths[0].is_dir() else Path(os.path.commonpath([r.path.parent for r in runs]))
     (where / "report.md").write_text(markdown(runs, where))
     chart(runs, where / "report.png")
     return where / "report.md"
 
 
-if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
-    written = report([Path(p) for p in sys.argv[1:]])
+def main(arguments: list[str]) -> int:
+    if not arguments:
+        raise TransferlabError(f"name a sweep or run directory: {__doc__.strip().splitlines()[2].strip()}")
+    written = report([Path(p) for p in arguments])
     print(written.read_text())
     print(f"wrote {written} and {written.with_name('report.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -13,12 +13,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from transferlab import ddp
+from transferlab import console, ddp, resolvers
 from transferlab.errors import TransferlabError
-from transferlab import resolvers
 from transferlab.run import train
 
 log = logging.getLogger("transferlab")
+console.quiet_upstream()
 resolvers.register()
 ddp.install()
 

@@ -13,6 +13,7 @@ from PIL import Image
 from conftest import CONF, TINY, compose_config
 from test_freeze import SGD, RecordTraining, build, head_size, make_trainer
 from transferlab.backbones import create_backbone
+from transferlab.build import compose, model_spec
 from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.data import ImageFolderDataModule
 from transferlab.freeze import Auto, Discriminative, FullFinetune, Gradual, HeadOnly, Scratch, TopBlocks, TwoPhase
@@ -22,9 +23,8 @@ MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem
 
 
 def spec_of(config_name: str) -> dict:
-    model = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{config_name}.yaml"))
-    model.pop("dropout")
-    return {**model, "pretrained": False, "weights": None}
+    """The backbone spec training builds from `model=<config_name>` without weights (a policy that trains it all)."""
+    return model_spec(compose([f"model={config_name}", "model.pretrained=false"]), FullFinetune())
 
 
 @pytest.mark.parametrize("config_name", MODEL_CONFIGS)

@@ -27,7 +27,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Subset
 
-from transferlab import parallel
+from transferlab import internals, parallel
 from transferlab.errors import TransferlabError
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class FreezePolicy(BaseFinetuning):
         for config in pl_module.trainer.lr_scheduler_configs:
             if config.scheduler.optimizer is optimizer:
                 config.scheduler.base_lrs.append(lr)
-                config.scheduler._last_lr.append(lr)
+                internals.append_last_lr(config.scheduler, lr)
         log.info("epoch %d: %d parameters join the optimizer at lr %.2e", pl_module.current_epoch, sum(p.numel() for p in params), lr)
 
 

@@ -12,7 +12,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab import build, ddp, parallel
+from transferlab import build, console, ddp, parallel
 from transferlab.callbacks import log_final_hparams
 from transferlab.classifier import count_parameters
 from transferlab.errors import TransferlabError
@@ -58,6 +58,7 @@ def hyperparameters(cfg: DictConfig, strategy: str) -> dict:
 
 def train(cfg: DictConfig) -> dict:
     """One run; a run that fails still leaves a metrics.json saying so (the sweep report lists it)."""
+    console.quiet_upstream()  # again here: a launcher's job process (joblib, submitit) may not run train.py's module code
     checkpoint_to_resume = None
     if cfg.get("resume"):
         cfg, checkpoint_to_resume = resumed_config(cfg)
