@@ -18,16 +18,17 @@ import torch
 
 from transferlab.backbones import create_backbone
 
-
 # Measured on an idle 2-core CPU (README, Speed): efficientnet_lite0 at 96 px, NCHW and channels_last.
 LITE0_96PX_IMG_PER_S = {"nchw": 234, "channels_last": 346}
 
 
 def plan(args) -> str:
     images = args.batch * (1 + args.repeats)
-    text = (f"channels_last: {args.model} frozen forward pass, {args.size} px, batch {args.batch}, on the CPU "
-            f"({torch.get_num_threads()} threads): 1 warm-up + {args.repeats} timed passes in NCHW, then the same "
-            f"in channels_last")
+    text = (
+        f"channels_last: {args.model} frozen forward pass, {args.size} px, batch {args.batch}, on the CPU "
+        f"({torch.get_num_threads()} threads): 1 warm-up + {args.repeats} timed passes in NCHW, then the same "
+        f"in channels_last"
+    )
     if args.model == "efficientnet_lite0":
         seconds = 5 + sum(images * (args.size / 96) ** 2 / rate for rate in LITE0_96PX_IMG_PER_S.values())
         return f"{text}; time: about {seconds:.0f} s on an idle 2-core CPU"
@@ -57,8 +58,19 @@ def main() -> None:
     model = model.to(memory_format=torch.channels_last)
     nhwc = images_per_second(model, images.contiguous(memory_format=torch.channels_last), args.repeats)
     print(f"{args.model} {args.size}px: NCHW {nchw:.0f} img/s, channels_last {nhwc:.0f} img/s ({nhwc / nchw:.2f}×)")
-    print(json.dumps({"benchmark": "channels_last", "model": args.model, "size": args.size, "threads": torch.get_num_threads(),
-                      "nchw_img_s": round(nchw, 1), "channels_last_img_s": round(nhwc, 1), "speedup": round(nhwc / nchw, 2)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "channels_last",
+                "model": args.model,
+                "size": args.size,
+                "threads": torch.get_num_threads(),
+                "nchw_img_s": round(nchw, 1),
+                "channels_last_img_s": round(nhwc, 1),
+                "speedup": round(nhwc / nchw, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

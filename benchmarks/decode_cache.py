@@ -32,10 +32,9 @@ from skimage import data as samples
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from transferlab.transforms import DataConfig
 from transferlab.data import ImageFolderDataModule
 from transferlab.data.base import default_num_workers
-from transferlab.transforms import Augment, build_transforms
+from transferlab.transforms import Augment, DataConfig, build_transforms
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "cat")
 
@@ -54,7 +53,8 @@ def make_photos(root: Path, count: int, seed: int = 0, width: int = 500, height:
         image = photo.resize((width, height), Image.BICUBIC, box=(left, top, left + box_w, top + box_h))
         if rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        image = image.point(lambda v, gain=rng.uniform(0.8, 1.2): min(255, int(v * gain)))
+        gain = rng.uniform(0.8, 1.2)
+        image = image.point(lambda v: min(255, int(v * gain)))  # noqa: B023 - used at once, inside this iteration
         image.save(root / ("even" if i % 2 == 0 else "odd") / f"{i:05d}.jpg", quality=90)
 
 
@@ -64,12 +64,18 @@ MS_PER_IMAGE = {"write": 4.2, "imagefolder_epoch": 8.75, "decode_pass": 3.95, "d
 
 def plan(args) -> str:
     ms = MS_PER_IMAGE
-    seconds = 5 + args.images * (ms["write"] + ms["decode_pass"]
-                                 + args.epochs * (ms["imagefolder_epoch"] + ms["decode_cache_epoch"])) / 1000
-    return (f"decode_cache: {args.images} JPEG photos (500x375) written to a temporary folder, random resized crops "
-            f"to 224 px, batch {args.batch_size}, {args.workers} worker(s): {args.epochs} timed epoch(s) of "
-            f"ImageFolder + PIL, then the decode cache's one decoding pass and {args.epochs} timed epoch(s) of it; "
-            f"time: about {seconds / 60:.1f} min on an idle 2-core CPU")
+    seconds = (
+        5
+        + args.images
+        * (ms["write"] + ms["decode_pass"] + args.epochs * (ms["imagefolder_epoch"] + ms["decode_cache_epoch"]))
+        / 1000
+    )
+    return (
+        f"decode_cache: {args.images} JPEG photos (500x375) written to a temporary folder, random resized crops "
+        f"to 224 px, batch {args.batch_size}, {args.workers} worker(s): {args.epochs} timed epoch(s) of "
+        f"ImageFolder + PIL, then the decode cache's one decoding pass and {args.epochs} timed epoch(s) of it; "
+        f"time: about {seconds / 60:.1f} min on an idle 2-core CPU"
+    )
 
 
 def epoch_seconds(loader: DataLoader, epochs: int) -> float:
@@ -103,17 +109,31 @@ def main() -> None:
         make_photos(root / "test", 20, seed=2)
         torch.manual_seed(0)
         baseline_set = ImageFolder(str(root / "train"), transform=build_transforms(config, train=True, augment=augment))
-        baseline = DataLoader(baseline_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                              persistent_workers=args.workers > 0)
+        baseline = DataLoader(
+            baseline_set,
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            persistent_workers=args.workers > 0,
+        )
         baseline_s = epoch_seconds(baseline, args.epochs)
         del baseline
 
-        datamodule = ImageFolderDataModule(root=str(root), data_config=config, augment=vars(augment), seed=0,
-                                           batch_size=args.batch_size, num_workers=args.workers, decode_cache="memory")
+        datamodule = ImageFolderDataModule(
+            root=str(root),
+            data_config=config,
+            augment=vars(augment),
+            seed=0,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            decode_cache="memory",
+        )
         datamodule.setup()  # the one-off scan for broken files happens here, outside both timings
         if len(datamodule.splits["train"].labels) != len(baseline_set):
-            raise SystemExit(f"error: the decode cache would train on {len(datamodule.splits['train'].labels)} images "
-                             f"and ImageFolder on {len(baseline_set)}: the comparison needs the same images")
+            raise SystemExit(
+                f"error: the decode cache would train on {len(datamodule.splits['train'].labels)} images "
+                f"and ImageFolder on {len(baseline_set)}: the comparison needs the same images"
+            )
         started = time.perf_counter()
         datamodule.decoded_images("train")
         decode_s = time.perf_counter() - started
@@ -121,15 +141,24 @@ def main() -> None:
         cached_s = epoch_seconds(ours, args.epochs)
 
     figures = {
-        "benchmark": "decode_cache", "images": args.images, "image_size": "500x375", "crop": 224,
-        "workers": args.workers, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-        "imagefolder_pil_epoch_s": round(baseline_s, 2), "decode_cache_epoch_s": round(cached_s, 2),
-        "decode_pass_s": round(decode_s, 2), "speedup": round(baseline_s / cached_s, 2),
+        "benchmark": "decode_cache",
+        "images": args.images,
+        "image_size": "500x375",
+        "crop": 224,
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "imagefolder_pil_epoch_s": round(baseline_s, 2),
+        "decode_cache_epoch_s": round(cached_s, 2),
+        "decode_pass_s": round(decode_s, 2),
+        "speedup": round(baseline_s / cached_s, 2),
         "imagefolder_img_per_s": round(len(baseline_set) / baseline_s, 1),
         "decode_cache_img_per_s": round(len(baseline_set) / cached_s, 1),
     }
-    print(f"ImageFolder + PIL: {baseline_s:.1f} s/epoch; decode cache: {cached_s:.1f} s/epoch "
-          f"({figures['speedup']}× faster) after one {decode_s:.1f} s decoding pass")
+    print(
+        f"ImageFolder + PIL: {baseline_s:.1f} s/epoch; decode cache: {cached_s:.1f} s/epoch "
+        f"({figures['speedup']}× faster) after one {decode_s:.1f} s decoding pass"
+    )
     print(json.dumps(figures))
 
 

@@ -36,7 +36,6 @@ from transferlab.feature_cache import cache_features
 from transferlab.freeze import HeadOnly
 from transferlab.transferability import frozen_features
 
-
 # Seconds for 1,000 images at 224 px on an idle 2-core CPU (README, Speed): one frozen pass (the floor),
 # an uncached epoch, the cached run.
 SECONDS_PER_1000_AT_224 = {"floor": 18.6, "uncached_epoch": 18.1, "cached": 23.8}
@@ -47,10 +46,12 @@ def plan(args) -> str:
     s = SECONDS_PER_1000_AT_224
     seconds = 10 + scale * (s["floor"] + args.epochs * s["uncached_epoch"] + s["cached"])
     quicker = "; a quicker look: --images 300 --size 160" if seconds > 120 else ""
-    return (f"feature_cache: efficientnet_lite0 head_only on the CPU ({torch.get_num_threads()} threads), {args.images} "
-            f"JPEGs at {args.size} px, {args.epochs} epochs: one frozen pass (the floor), then the uncached run, then "
-            f"the cached run; time: about {max(1, round(seconds / 60))} min on an idle 2-core CPU (up to 3 times "
-            f"that on a busy one{quicker})")
+    return (
+        f"feature_cache: efficientnet_lite0 head_only on the CPU ({torch.get_num_threads()} threads), {args.images} "
+        f"JPEGs at {args.size} px, {args.epochs} epochs: one frozen pass (the floor), then the uncached run, then "
+        f"the cached run; time: about {max(1, round(seconds / 60))} min on an idle 2-core CPU (up to 3 times "
+        f"that on a busy one{quicker})"
+    )
 
 
 def make_images(root: Path, count: int, size: int) -> None:
@@ -67,16 +68,25 @@ def make_images(root: Path, count: int, size: int) -> None:
 def run(root: Path, size: int, epochs: int, cached: bool) -> tuple[float, float]:
     L.seed_everything(0, verbose=False)
     backbone = create_backbone("efficientnet_lite0")
-    datamodule = ImageFolderDataModule(root=str(root), data_config=backbone.data_config, image_size=size,
-                                       augment={"enabled": False}, seed=0)
+    datamodule = ImageFolderDataModule(
+        root=str(root), data_config=backbone.data_config, image_size=size, augment={"enabled": False}, seed=0
+    )
     datamodule.setup()
     optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3}
     module = ImageClassifier({"name": "efficientnet_lite0"}, datamodule.num_classes, optimizer, backbone=backbone)
     started = time.perf_counter()
     if cached:
         cache_features(module, datamodule, views=1, directory=None)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, callbacks=[HeadOnly(), SeedEachBatch(0)], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        callbacks=[HeadOnly(), SeedEachBatch(0)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule)
     return time.perf_counter() - started, float(trainer.callback_metrics["val/acc"])
 
@@ -85,10 +95,14 @@ def floor(root: Path, size: int) -> float:
     backbone = create_backbone("efficientnet_lite0")
     datamodule = ImageFolderDataModule(root=str(root), data_config=backbone.data_config, image_size=size, seed=0)
     datamodule.setup()
-    module = ImageClassifier({"name": "efficientnet_lite0"}, datamodule.num_classes, {"lr": 1.0}, backbone=backbone).eval()
+    module = ImageClassifier(
+        {"name": "efficientnet_lite0"}, datamodule.num_classes, {"lr": 1.0}, backbone=backbone
+    ).eval()
     started = time.perf_counter()
     for split in ("train", "val"):
-        loader = DataLoader(datamodule.image_dataset(split, augment=False), batch_size=32, num_workers=datamodule.num_workers)
+        loader = DataLoader(
+            datamodule.image_dataset(split, augment=False), batch_size=32, num_workers=datamodule.num_workers
+        )
         frozen_features(module.features, loader)
     return time.perf_counter() - started
 
@@ -110,13 +124,23 @@ def main() -> None:
         uncached, uncached_acc = run(root, args.size, args.epochs, cached=False)
         cached, cached_acc = run(root, args.size, args.epochs, cached=True)
     figures = {
-        "benchmark": "feature_cache", "images": args.images, "size": args.size, "epochs": args.epochs,
-        "threads": torch.get_num_threads(), "uncached_s": round(uncached, 1), "cached_s": round(cached, 1),
-        "floor_s": round(one_pass, 1), "speedup": round(uncached / cached, 2), "floor_ratio": round(cached / one_pass, 2),
-        "val_acc_uncached": round(uncached_acc, 4), "val_acc_cached": round(cached_acc, 4),
+        "benchmark": "feature_cache",
+        "images": args.images,
+        "size": args.size,
+        "epochs": args.epochs,
+        "threads": torch.get_num_threads(),
+        "uncached_s": round(uncached, 1),
+        "cached_s": round(cached, 1),
+        "floor_s": round(one_pass, 1),
+        "speedup": round(uncached / cached, 2),
+        "floor_ratio": round(cached / one_pass, 2),
+        "val_acc_uncached": round(uncached_acc, 4),
+        "val_acc_cached": round(cached_acc, 4),
     }
-    print(f"uncached {uncached:.1f} s, cached {cached:.1f} s ({figures['speedup']}× faster), "
-          f"one frozen pass {one_pass:.1f} s (cached/floor {figures['floor_ratio']})")
+    print(
+        f"uncached {uncached:.1f} s, cached {cached:.1f} s ({figures['speedup']}× faster), "
+        f"one frozen pass {one_pass:.1f} s (cached/floor {figures['floor_ratio']})"
+    )
     print(json.dumps(figures))
 
 

@@ -111,8 +111,13 @@ class SyntheticBatches(Dataset):
 
     def __init__(self, count: int, batch_size: int, size: int, num_classes: int, pin: bool) -> None:
         generator = torch.Generator().manual_seed(0)
-        self.pool = [(torch.randn(batch_size, 3, size, size, generator=generator),
-                      torch.randint(0, num_classes, (batch_size,), generator=generator)) for _ in range(4)]
+        self.pool = [
+            (
+                torch.randn(batch_size, 3, size, size, generator=generator),
+                torch.randint(0, num_classes, (batch_size,), generator=generator),
+            )
+            for _ in range(4)
+        ]
         if pin:
             self.pool = [(images.pin_memory(), labels.pin_memory()) for images, labels in self.pool]
         self.count = count
@@ -143,9 +148,20 @@ class StepClock(L.Callback):
 def lightning_throughput(args, device: torch.device, precision: str, loader: DataLoader) -> float:
     module = build(args.model, 10, channels_last=True)
     clock = StepClock(device, args.warmup)
-    trainer = L.Trainer(accelerator=device.type, devices=1, precision=precision, max_steps=args.warmup + args.steps,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, benchmark=device.type == "cuda", callbacks=[clock])
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision=precision,
+        max_steps=args.warmup + args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        benchmark=device.type == "cuda",
+        callbacks=[clock],
+    )
     trainer.fit(module, train_dataloaders=loader)
     return args.steps * args.batch_size / clock.seconds
 
@@ -198,10 +214,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     device_type = torch.device(args.device).type
     if device_type == "cuda" and not torch.cuda.is_available():
         cpu = PRESETS["cpu"]
-        sys.exit(f"error: gpu_recipes.py measures training on a CUDA GPU ({PRESETS['cuda']['model']}, "
-                 f"{PRESETS['cuda']['size']} px, batch {PRESETS['cuda']['batch_size']}) and this machine has none; for a "
-                 f"CPU-sized run ({cpu['model']}, {cpu['size']} px, batch {cpu['batch_size']}, about 2 min on 2 cores): "
-                 f"python benchmarks/gpu_recipes.py --device cpu")
+        sys.exit(
+            f"error: gpu_recipes.py measures training on a CUDA GPU ({PRESETS['cuda']['model']}, "
+            f"{PRESETS['cuda']['size']} px, batch {PRESETS['cuda']['batch_size']}) and this machine has none; for a "
+            f"CPU-sized run ({cpu['model']}, {cpu['size']} px, batch {cpu['batch_size']}, about 2 min on 2 cores): "
+            f"python benchmarks/gpu_recipes.py --device cpu"
+        )
     for key, value in PRESETS["cuda" if device_type == "cuda" else "cpu"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -212,16 +230,20 @@ def plan(args: argparse.Namespace, device: torch.device, switches: list[str]) ->
     """What this run will do, and about how long it takes where that was measured."""
     steps = args.warmup + args.steps
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    text = (f"gpu_recipes: {args.model}, {args.size} px, batch {args.batch_size} on {where}: "
-            f"{len(switches)} switch{'es' if len(switches) != 1 else ''} "
-            f"({', '.join(switches)}) x ({args.warmup} warm-up + {args.steps} timed steps), then a plain loop and "
-            f"Lightning alternated twice (4 x {steps} steps)")
+    text = (
+        f"gpu_recipes: {args.model}, {args.size} px, batch {args.batch_size} on {where}: "
+        f"{len(switches)} switch{'es' if len(switches) != 1 else ''} "
+        f"({', '.join(switches)}) x ({args.warmup} warm-up + {args.steps} timed steps), then a plain loop and "
+        f"Lightning alternated twice (4 x {steps} steps)"
+    )
     if device.type == "cpu" and args.model == "resnet18":
         images = args.batch_size * steps * (len(switches) + 4) * (args.size / 112) ** 2
         estimate = f"about {max(1, round(images / CPU_RESNET18_112PX_IMG_PER_S / 60))} min on an idle 2-core CPU"
     elif device.type == "cuda" and all(getattr(args, key) == value for key, value in PRESETS["cuda"].items()):
-        estimate = ("not measured on a GPU yet; from NVIDIA's published ResNet-50 rates, a few minutes on an "
-                    "A100-class GPU, longer on older ones (compile adds a minute or two)")
+        estimate = (
+            "not measured on a GPU yet; from NVIDIA's published ResNet-50 rates, a few minutes on an "
+            "A100-class GPU, longer on older ones (compile adds a minute or two)"
+        )
     else:
         estimate = f"no measured time for {args.model} at these sizes; each row prints as it finishes"
     return f"{text}; time: {estimate}"
@@ -234,34 +256,53 @@ def main() -> None:
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     torch.backends.cudnn.benchmark = on_gpu
-    switches = args.switches or [s for s in SWITCHES if on_gpu or ("tf32" not in s and "16-mixed" not in s and "compile" not in s)]
+    switches = args.switches or [
+        s for s in SWITCHES if on_gpu or ("tf32" not in s and "16-mixed" not in s and "compile" not in s)
+    ]
     print(plan(args, device, switches), flush=True)
 
     throughput = {}
     for switch in switches:
         throughput[switch] = round(step_throughput(args, device, switch), 1)
-        print(f"{switch:36s} {throughput[switch]:9.1f} img/s  ({throughput[switch] / next(iter(throughput.values())):.2f}×)")
+        print(
+            f"{switch:36s} {throughput[switch]:9.1f} img/s  ({throughput[switch] / next(iter(throughput.values())):.2f}×)"
+        )
 
     precision = "bf16-mixed" if on_gpu else "32-true"
-    loader = DataLoader(SyntheticBatches(args.warmup + args.steps, args.batch_size, args.size, 10, on_gpu), batch_size=None)
+    loader = DataLoader(
+        SyntheticBatches(args.warmup + args.steps, args.batch_size, args.size, 10, on_gpu), batch_size=None
+    )
     plain, lightning = [], []
     for _ in range(2):  # alternated, so that drift (clocks, heat) hits both alike
         plain.append(plain_throughput(args, device, precision, loader))
         lightning.append(lightning_throughput(args, device, precision, loader))
     overhead = max(plain) / max(lightning) - 1
-    print(f"plain loop {max(plain):.1f} img/s, Lightning {max(lightning):.1f} img/s: Lightning overhead {overhead:+.1%}")
+    print(
+        f"plain loop {max(plain):.1f} img/s, Lightning {max(lightning):.1f} img/s: Lightning overhead {overhead:+.1%}"
+    )
 
     gpu_name, published = published_figure(device)
     if on_gpu:
         print(f"NVIDIA's published ResNet-50 v1.5 figure for {gpu_name}: {published or 'none for this GPU class'}")
-    print(json.dumps({
-        "benchmark": "gpu_recipes", "device": gpu_name or f"cpu ({torch.get_num_threads()} threads)", "model": args.model,
-        "size": args.size, "batch_size": args.batch_size, "steps": args.steps, "img_per_s": throughput,
-        "speedup_vs_first": {k: round(v / next(iter(throughput.values())), 2) for k, v in throughput.items()},
-        "lightning_precision": precision, "plain_img_per_s": round(max(plain), 1),
-        "lightning_img_per_s": round(max(lightning), 1), "lightning_overhead": round(overhead, 4),
-        "nvidia_published_img_per_s": published,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "gpu_recipes",
+                "device": gpu_name or f"cpu ({torch.get_num_threads()} threads)",
+                "model": args.model,
+                "size": args.size,
+                "batch_size": args.batch_size,
+                "steps": args.steps,
+                "img_per_s": throughput,
+                "speedup_vs_first": {k: round(v / next(iter(throughput.values())), 2) for k, v in throughput.items()},
+                "lightning_precision": precision,
+                "plain_img_per_s": round(max(plain), 1),
+                "lightning_img_per_s": round(max(lightning), 1),
+                "lightning_overhead": round(overhead, 4),
+                "nvidia_published_img_per_s": published,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

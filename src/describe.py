@@ -11,7 +11,6 @@ touches the network.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from transferlab import build, console
 from transferlab.backbones import list_backbones
@@ -25,7 +24,9 @@ def list_models() -> str:
     configs = {p.stem for p in (CONF / "model").glob("*.yaml")}
     rows = [f"{'name':<24} {'source':<26} config"]
     for name, source in list_backbones().items():
-        rows.append(f"{name:<24} {source:<26} {'model=' + name if name in configs else f'model=torchvision model.name={name}'}")
+        rows.append(
+            f"{name:<24} {source:<26} {'model=' + name if name in configs else f'model=torchvision model.name={name}'}"
+        )
     rows.append(f"{'timm/<any timm model>':<24} {'timm (Hugging Face hub)':<26} model=timm model.name=timm/<name>")
     return "\n".join(rows)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from transferlab.checks import Rule, check_options
 from transferlab.console import quiet_upstream
 from transferlab.errors import TransferlabError, run_script
@@ -48,8 +49,15 @@ def export(checkpoint: str, fmt: str, out: str | None = None) -> tuple[Path, flo
         import onnxruntime
 
         target = Path(out or Path(checkpoint).with_suffix(".onnx"))
-        torch.onnx.export(model, (example,), target, input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            target,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
         session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
         actual = session.run(["logits"], {"images": example.numpy()})[0]
     else:

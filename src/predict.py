@@ -31,7 +31,13 @@ def main(arguments: list[str]) -> int:
     if options.get("csv"):
         with open(options["csv"], "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", *(f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("class", "probability")), "error"])
+            writer.writerow(
+                [
+                    "path",
+                    *(f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("class", "probability")),
+                    "error",
+                ]
+            )
             for row in rows:
                 ranked = [value for name, p in row.get("top", []) for value in (name, f"{p:.6f}")]
                 writer.writerow([row["path"], *ranked, *([""] * (2 * top_k - len(ranked))), row.get("error", "")])

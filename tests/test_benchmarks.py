@@ -18,7 +18,20 @@ TOY_RUNS = {
     "decode_cache": ["--images", "24", "--epochs", "1", "--workers", "1"],  # a worker process, as by default
     "feature_cache": ["--images", "20", "--size", "32", "--epochs", "2"],
     "channels_last": ["--size", "32", "--batch", "4", "--repeats", "1"],
-    "gpu_recipes": ["--device", "cpu", "--model", "small_cnn", "--size", "32", "--batch-size", "4", "--warmup", "1", "--steps", "2"],
+    "gpu_recipes": [
+        "--device",
+        "cpu",
+        "--model",
+        "small_cnn",
+        "--size",
+        "32",
+        "--batch-size",
+        "4",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+    ],
 }
 PLANS = {  # the first line printed: what will run, with the sizes given
     "decode_cache": ("decode_cache: 24 JPEG photos", "1 worker(s): 1 timed epoch(s)"),
@@ -46,13 +59,22 @@ def test_a_benchmark_ends_with_its_figures_as_json(name, offline_env):
     for key in FIGURES[name]:
         assert figures[key], key
     if name == "gpu_recipes":
-        assert set(figures["img_per_s"]) == {"32-true", "32-true+channels_last"} and figures["nvidia_published_img_per_s"] is None
+        assert (
+            set(figures["img_per_s"]) == {"32-true", "32-true+channels_last"}
+            and figures["nvidia_published_img_per_s"] is None
+        )
 
 
 def test_the_gpu_benchmark_refuses_a_machine_without_a_gpu_in_one_line(offline_env):
     env = {**offline_env, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine with one
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_recipes.py")], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_recipes.py")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TINY, compose_config
 from transferlab import build
 from transferlab.errors import TransferlabError
+
+from conftest import ROOT, TINY, compose_config
 
 sys.path.insert(0, str(ROOT / "src"))
 import describe  # noqa: E402
@@ -23,13 +24,19 @@ BAD_VALUES = [
     (["strategy=gradual", "strategy.decay=1.5"], "strategy.decay=1.5: expected a number > 0 and ≤ 1"),
     (["strategy=discriminative", "strategy.decay=0"], "strategy.decay=0: expected a number > 0 and ≤ 1"),
     (["strategy=top_blocks", "strategy.n=abc"], "strategy.n='abc': expected an integer ≥ 1"),
-    (["strategy=top_blocks", "+strategy.m=2"], "strategy.m: TopBlocks takes no option 'm'; it takes n, reinit, backbone_lr_scale"),
+    (
+        ["strategy=top_blocks", "+strategy.m=2"],
+        "strategy.m: TopBlocks takes no option 'm'; it takes n, reinit, backbone_lr_scale",
+    ),
     (["head.dropout=1"], "head.dropout=1: expected a number ≥ 0 and < 1"),
     (["feature_cache.views=0"], "feature_cache.views=0: expected an integer ≥ 1"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: train at least one epoch"),
     (["optimizer=sgd", "optimizer.momentum=2"], "optimizer.momentum=2: expected a number ≥ 0 and ≤ 1"),
     # Checked by torch itself, on a stand-in parameter, before anything is built:
-    (["optimizer=adamw", "+optimizer.betas=[2,0.9]"], "optimizer (torch.optim.AdamW): Invalid beta parameter at index 0: 2"),
+    (
+        ["optimizer=adamw", "+optimizer.betas=[2,0.9]"],
+        "optimizer (torch.optim.AdamW): Invalid beta parameter at index 0: 2",
+    ),
     # Checked against the class's signature:
     (["scheduler=step", "scheduler.step_size=soon"], "scheduler.step_size='soon': expected an integer"),
     (["data.augment.hflip=2"], "data.augment.hflip=2: expected a number ≥ 0 and ≤ 1"),
@@ -57,8 +64,17 @@ def test_describe_counts_the_parameters_training_trains():
 
 
 def test_describe_and_training_build_the_same_trainable_parameters(colour_folder, tmp_path):
-    cfg = compose_config([*TINY, f"data.root={colour_folder}", "model=resnet18", "model.pretrained=false",
-                          "strategy=top_blocks", "trainer.max_epochs=1"], tmp_path)
+    cfg = compose_config(
+        [
+            *TINY,
+            f"data.root={colour_folder}",
+            "model=resnet18",
+            "model.pretrained=false",
+            "strategy=top_blocks",
+            "trainer.max_epochs=1",
+        ],
+        tmp_path,
+    )
     run = build.experiment(cfg)
     run.policy.freeze_before_training(run.module)
     trained = sum(p.numel() for p in run.module.backbone.parameters() if p.requires_grad)
@@ -67,38 +83,68 @@ def test_describe_and_training_build_the_same_trainable_parameters(colour_folder
     assert sum(int(row[-1].replace(",", "")) for row in blocks) == trained > 0
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["strategy=top_blocks", "data.image_size=96"],
-     "data.image_size=96 is below the 299 px inception_v3 needs with its auxiliary classifier (model.aux_weight=0.4"),
-    (["strategy=head_only", "data.image_size=64"], "data.image_size=64 is below the 75 px inception_v3 needs: set"),
-])
-def test_an_input_below_the_models_minimum_is_one_line_naming_data_image_size(overrides, message, colour_folder, tmp_path):
-    cfg = compose_config([*TINY, f"data.root={colour_folder}", "model=inception_v3", "model.pretrained=false", *overrides],
-                         tmp_path)
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["strategy=top_blocks", "data.image_size=96"],
+            "data.image_size=96 is below the 299 px inception_v3 needs with its auxiliary classifier (model.aux_weight=0.4",
+        ),
+        (["strategy=head_only", "data.image_size=64"], "data.image_size=64 is below the 75 px inception_v3 needs: set"),
+    ],
+)
+def test_an_input_below_the_models_minimum_is_one_line_naming_data_image_size(
+    overrides, message, colour_folder, tmp_path
+):
+    cfg = compose_config(
+        [*TINY, f"data.root={colour_folder}", "model=inception_v3", "model.pretrained=false", *overrides], tmp_path
+    )
     with pytest.raises(TransferlabError, match=message.replace("(", r"\(")):
         build.experiment(cfg)
 
 
 def test_inception_head_only_runs_at_96_px_where_its_auxiliary_head_is_off(colour_folder, tmp_path):
-    cfg = compose_config([*TINY, f"data.root={colour_folder}", "model=inception_v3", "model.pretrained=false",
-                          "strategy=head_only", "data.image_size=96"], tmp_path)
+    cfg = compose_config(
+        [
+            *TINY,
+            f"data.root={colour_folder}",
+            "model=inception_v3",
+            "model.pretrained=false",
+            "strategy=head_only",
+            "data.image_size=96",
+        ],
+        tmp_path,
+    )
     run = build.experiment(cfg)
     assert run.spec["aux_weight"] == 0.0 and run.module.aux_head is None and run.backbone.min_input_size == 75
 
 
 def script(name: str, *arguments: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "src" / f"{name}.py"), *arguments], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / f"{name}.py"), *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
 
 
-@pytest.mark.parametrize(("name", "arguments", "message"), [
-    ("train", ["optimizer.lr=-1", "trainer.max_epochs=1"], "optimizer.lr=-1: expected a number > 0"),
-    ("describe", ["data.batch_size=0"], "data.batch_size=0: expected an integer ≥ 1"),
-    ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "top_k=abc"], "top_k='abc': expected an integer ≥ 1"),
-    ("export", ["ckpt=best.ckpt", "formt=onnx"], "formt=onnx: not an option of this script; usage: python src/export.py"),
-    ("cache", ["clear=everything"], "clear=everything: use clear=true or one of feature_cache, decoded_cache"),
-    ("report", ["nowhere"], "no run directories (with .hydra/config.yaml) under nowhere"),
-])
+@pytest.mark.parametrize(
+    ("name", "arguments", "message"),
+    [
+        ("train", ["optimizer.lr=-1", "trainer.max_epochs=1"], "optimizer.lr=-1: expected a number > 0"),
+        ("describe", ["data.batch_size=0"], "data.batch_size=0: expected an integer ≥ 1"),
+        ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "top_k=abc"], "top_k='abc': expected an integer ≥ 1"),
+        (
+            "export",
+            ["ckpt=best.ckpt", "formt=onnx"],
+            "formt=onnx: not an option of this script; usage: python src/export.py",
+        ),
+        ("cache", ["clear=everything"], "clear=everything: use clear=true or one of feature_cache, decoded_cache"),
+        ("report", ["nowhere"], "no run directories (with .hydra/config.yaml) under nowhere"),
+    ],
+)
 def test_every_script_reports_a_bad_value_in_one_line_and_exits_1(name, arguments, message, offline_env, tmp_path):
     extra = [f"hydra.run.dir={tmp_path}"] if name == "train" else []
     result = script(name, *arguments, *extra, env=offline_env)
@@ -107,8 +153,10 @@ def test_every_script_reports_a_bad_value_in_one_line_and_exits_1(name, argument
 
 
 def test_the_report_lists_a_run_whose_files_are_corrupt_as_unreadable(tmp_path):
-    for name, metrics in (("good", json.dumps({"status": "completed", "test/acc": 0.9, "model": "m", "data": "d",
-                                               "strategy": "s"})), ("cut", '{"status": "compl')):
+    for name, metrics in (
+        ("good", json.dumps({"status": "completed", "test/acc": 0.9, "model": "m", "data": "d", "strategy": "s"})),
+        ("cut", '{"status": "compl'),
+    ):
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "config.yaml").write_text("model:\n  name: m\n")
         (tmp_path / name / "metrics.json").write_text(metrics)

@@ -6,8 +6,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import CONF, compose_config
 from transferlab.freeze import FreezePolicy
+
+from conftest import CONF, compose_config
 
 
 def options(group: str) -> list[str]:
@@ -47,8 +48,13 @@ def test_every_model_config_names_a_buildable_backbone(model, tmp_path):
 def test_the_notes_comparison_recipes_compose(recipe, tmp_path):
     cfg = compose_config(["experiment=notes_comparison", f"+recipe={recipe}"], tmp_path)
     policy = instantiate(cfg.strategy)
-    expected = {"cnn_scratch": "Scratch", "scratch": "Scratch", "head_only": "HeadOnly",
-                "full_finetune": "FullFinetune", "two_phase": "TwoPhase"}[recipe]
+    expected = {
+        "cnn_scratch": "Scratch",
+        "scratch": "Scratch",
+        "head_only": "HeadOnly",
+        "full_finetune": "FullFinetune",
+        "two_phase": "TwoPhase",
+    }[recipe]
     assert type(policy).__name__ == expected
     assert cfg.model.name == ("small_cnn" if recipe == "cnn_scratch" else "efficientnet_lite0")
 
@@ -61,4 +67,7 @@ def test_experiments_and_the_optuna_search_compose(tmp_path):
         compare = compose("train", overrides=["experiment=digits_compare"], return_hydra_config=True)
     assert search.hydra.sweeper.direction == "maximize" and search.optimized_metric == "val/acc_best"
     assert set(search.hydra.sweeper.params) == {"optimizer.lr", "optimizer.weight_decay", "strategy"}
-    assert compare.hydra.sweeper.params == {"model": "small_cnn,efficientnet_lite0", "strategy": "scratch,head_only,two_phase"}
+    assert compare.hydra.sweeper.params == {
+        "model": "small_cnn,efficientnet_lite0",
+        "strategy": "scratch,head_only,two_phase",
+    }

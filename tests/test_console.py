@@ -17,8 +17,9 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TINY, compose_config
 from transferlab.console import EpochLine, quiet_upstream
+
+from conftest import ROOT, TINY, compose_config
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+)  train loss (\S+) acc (\S+)  val loss (\S+) acc (\S+)  lr (\S+)  (\S+) s$")
 # TINY without its progress bar switch: these runs get the default, which follows the terminal.
@@ -30,8 +31,20 @@ def piped_run(colour_folder, tmp_path_factory) -> tuple[Path, str]:
     """src/train.py with stdout and stderr captured (not a terminal), every warning left visible."""
     run_dir = tmp_path_factory.mktemp("piped_run")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
-    result = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *TINY_DEFAULT_BAR, f"data.root={colour_folder}",
-                             f"hydra.run.dir={run_dir}"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            *TINY_DEFAULT_BAR,
+            f"data.root={colour_folder}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return run_dir, result.stdout + result.stderr
 
@@ -55,8 +68,16 @@ def test_train_log_has_one_line_per_epoch_with_that_epochs_metrics(piped_run):
 
 def test_known_upstream_noise_is_not_printed_and_the_device_is(piped_run):
     _, output = piped_run
-    for noise in ("LeafSpec", "in eval mode at the start of training", "💡 Tip", "litlogger", "litmodels",
-                  "TPU available", "Trainer already configured with model summary", "Restoring states from"):
+    for noise in (
+        "LeafSpec",
+        "in eval mode at the start of training",
+        "💡 Tip",
+        "litlogger",
+        "litmodels",
+        "TPU available",
+        "Trainer already configured with model summary",
+        "Restoring states from",
+    ):
         assert noise not in output, noise
     assert "GPU available: False, used: False" in output
     assert "Loaded model weights from the checkpoint at" in output
@@ -64,7 +85,9 @@ def test_known_upstream_noise_is_not_printed_and_the_device_is(piped_run):
 
 def test_no_progress_bar_when_stdout_is_not_a_terminal(piped_run):
     _, output = piped_run
-    assert "it/s" not in output and not re.search(r"Epoch \d+/\d+", output), "Lightning's bar says 'Epoch 0/1 ━━━ … it/s'"
+    assert "it/s" not in output and not re.search(r"Epoch \d+/\d+", output), (
+        "Lightning's bar says 'Epoch 0/1 ━━━ … it/s'"
+    )
 
 
 class _Terminal(io.StringIO):
@@ -72,13 +95,18 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize(("stdout", "override", "expected"), [
-    (_Terminal(), [], True),
-    (io.StringIO(), [], False),
-    (io.StringIO(), ["trainer.enable_progress_bar=true"], True),
-    (_Terminal(), ["trainer.enable_progress_bar=false"], False),
-])
-def test_the_progress_bar_follows_the_terminal_unless_set(stdout, override, expected, colour_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("stdout", "override", "expected"),
+    [
+        (_Terminal(), [], True),
+        (io.StringIO(), [], False),
+        (io.StringIO(), ["trainer.enable_progress_bar=true"], True),
+        (_Terminal(), ["trainer.enable_progress_bar=false"], False),
+    ],
+)
+def test_the_progress_bar_follows_the_terminal_unless_set(
+    stdout, override, expected, colour_folder, tmp_path, monkeypatch
+):
     cfg = compose_config([*TINY_DEFAULT_BAR, f"data.root={colour_folder}", *override], tmp_path)
     monkeypatch.setattr(sys, "stdout", stdout)
     trainer = instantiate(cfg.trainer, logger=False)
@@ -101,15 +129,26 @@ def test_quiet_upstream_drops_only_the_named_messages():
     eval_mode = "Found 274 module(s) in eval mode at the start of training. This may lead to unexpected behavior"
     assert not shown(eval_mode, UserWarning, "lightning.pytorch.loops.fit_loop")
     assert shown(eval_mode, UserWarning, "somebody_else")
-    assert not shown("`isinstance(treespec, LeafSpec)` is deprecated, use …", FutureWarning, "lightning.pytorch.utilities._pytree")
+    assert not shown(
+        "`isinstance(treespec, LeafSpec)` is deprecated, use …", FutureWarning, "lightning.pytorch.utilities._pytree"
+    )
     assert shown("`isinstance(treespec, LeafSpec)` is deprecated, use …", FutureWarning, "transferlab.freeze")
-    assert shown("The 'train_dataloader' does not have many workers", UserWarning, "lightning.pytorch.trainer.connectors")
+    assert shown(
+        "The 'train_dataloader' does not have many workers", UserWarning, "lightning.pytorch.trainer.connectors"
+    )
 
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     assert len(rank_zero.filters) == 1, "idempotent"
-    kept = [message for message in ("💡 Tip: try installing [litlogger]", "TPU available: False, using: 0 TPU cores",
-                                    "TPU available: True, using: 8 TPU cores", "GPU available: True (cuda), used: True")
-            if rank_zero.filter(logging.LogRecord(rank_zero.name, logging.INFO, "", 0, message, None, None))]
+    kept = [
+        message
+        for message in (
+            "💡 Tip: try installing [litlogger]",
+            "TPU available: False, using: 0 TPU cores",
+            "TPU available: True, using: 8 TPU cores",
+            "GPU available: True (cuda), used: True",
+        )
+        if rank_zero.filter(logging.LogRecord(rank_zero.name, logging.INFO, "", 0, message, None, None))
+    ]
     assert kept == ["TPU available: True, using: 8 TPU cores", "GPU available: True (cuda), used: True"]
 
 
@@ -142,26 +181,48 @@ class _Tiny(L.LightningModule):
 def test_an_epoch_without_validation_shows_no_stale_values(caplog, tmp_path):
     data = torch.utils.data.TensorDataset(torch.randn(8, 2), torch.randint(0, 2, (8,)))
     loader = torch.utils.data.DataLoader(data, batch_size=4)
-    trainer = L.Trainer(max_epochs=4, check_val_every_n_epoch=2, callbacks=[EpochLine()], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=4,
+        check_val_every_n_epoch=2,
+        callbacks=[EpochLine()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
     with caplog.at_level(logging.INFO, logger="transferlab.console"):
         trainer.fit(_Tiny(), loader, loader)
     lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("epoch ")]
     assert [line.split("  ")[0] for line in lines] == ["epoch 1/4", "epoch 2/4", "epoch 3/4", "epoch 4/4"]
     assert ["val loss" in line for line in lines] == [False, True, False, True]
     assert [line.split("  lr ")[1].split()[0] for line in lines] == [f"{0.1 / 2**n:.1e}" for n in range(4)]
-    assert lines[3].split("  ")[2] == f"val loss {trainer.callback_metrics['val/loss']:.3f} acc {trainer.callback_metrics['val/acc']:.3f}"
+    assert (
+        lines[3].split("  ")[2]
+        == f"val loss {trainer.callback_metrics['val/loss']:.3f} acc {trainer.callback_metrics['val/acc']:.3f}"
+    )
 
 
 def test_the_first_line_says_the_epochs_the_device_and_the_run_directory(caplog, tmp_path):
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2), torch.randint(0, 2, (8,))), batch_size=4)
-    options = dict(callbacks=[EpochLine()], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, default_root_dir=tmp_path)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(8, 2), torch.randint(0, 2, (8,))), batch_size=4
+    )
+    options = dict(
+        callbacks=[EpochLine()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     first = L.Trainer(max_epochs=2, **options)
     with caplog.at_level(logging.INFO, logger="transferlab.console"):
         first.fit(_Tiny(), data, data)
         first.save_checkpoint(tmp_path / "last.ckpt")
         L.Trainer(max_epochs=3, **options).fit(_Tiny(), data, data, ckpt_path=tmp_path / "last.ckpt")
     starts = [record.getMessage() for record in caplog.records if "run directory" in record.getMessage()]
-    assert starts == [f"training 2 epochs on cpu; run directory {tmp_path}", f"resuming at epoch 3 of 3 on cpu; run directory {tmp_path}"]
+    assert starts == [
+        f"training 2 epochs on cpu; run directory {tmp_path}",
+        f"resuming at epoch 3 of 3 on cpu; run directory {tmp_path}",
+    ]

@@ -9,11 +9,12 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import CLASSES, write_colour_images
-from transferlab.transforms import DataConfig
 from transferlab.data import DigitsDataModule, ImageFolderDataModule
 from transferlab.data.base import EpochSampler
 from transferlab.errors import TransferlabError
+from transferlab.transforms import DataConfig
+
+from conftest import CLASSES, write_colour_images
 
 CONFIG = DataConfig(input_size=224, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -59,12 +60,16 @@ def test_without_a_test_folder_val_is_the_test_split_and_validation_comes_from_t
     module = split(seed=5)
     assert module.class_names == list(sorted(CLASSES))
     train, val, test = (module.splits[name] for name in ("train", "val", "test"))
-    assert test.images == sorted(folder_files(tmp_path / "val"), key=lambda p: (p.parent.name, p)), "val/ untouched, as the test split"
+    assert test.images == sorted(folder_files(tmp_path / "val"), key=lambda p: (p.parent.name, p)), (
+        "val/ untouched, as the test split"
+    )
     assert test.labels == [module.class_names.index(p.parent.name) for p in test.images]
     assert set(val.images) < folder_files(tmp_path / "train") and not set(train.images) & set(val.images)
     assert set(train.images) | set(val.images) == folder_files(tmp_path / "train")
     assert all(module.class_names[label] == path.parent.name for path, label in zip(val.images, val.labels))
-    assert Counter(module.class_names[label] for label in val.labels) == {"blue": 1, "green": 2, "red": 2}, "0.2 of each class"
+    assert Counter(module.class_names[label] for label in val.labels) == {"blue": 1, "green": 2, "red": 2}, (
+        "0.2 of each class"
+    )
     assert module.split_sizes() == {"data/train_size": 20, "data/val_size": 5, "data/test_size": 12}
     assert "val/ (12 images) is the test split" in caplog.text and "5 images held out from train/" in caplog.text
 
@@ -81,15 +86,21 @@ def test_a_bad_val_fraction_or_a_class_too_small_to_hold_out_from_is_a_clear_err
     write_colour_images(tmp_path / "val", 2, 1)
     for path in sorted((tmp_path / "train" / "green").iterdir())[1:]:
         path.unlink()
-    with pytest.raises(TransferlabError, match=r"data.val_fraction: class 'green' has 1 image in .*train, too few.*add a test/"):
+    with pytest.raises(
+        TransferlabError, match=r"data.val_fraction: class 'green' has 1 image in .*train, too few.*add a test/"
+    ):
         ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG).setup()
     write_colour_images(tmp_path / "test", 2, 2)
-    assert len(ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG).split_sizes()) == 3, "with test/, nothing is held out"
+    assert len(ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG).split_sizes()) == 3, (
+        "with test/, nothing is held out"
+    )
 
 
 def test_image_folder_of_class_folders_is_split_here(tmp_path):
     write_colour_images(tmp_path, 10, 0)
-    module = ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG, split_fractions=[0.6, 0.2, 0.2], num_workers=0)
+    module = ImageFolderDataModule(
+        root=str(tmp_path), data_config=CONFIG, split_fractions=[0.6, 0.2, 0.2], num_workers=0
+    )
     module.setup()
     assert {name: len(s.labels) for name, s in module.splits.items()} == {"train": 18, "val": 6, "test": 6}
     assert Counter(module.splits["val"].labels) == {0: 2, 1: 2, 2: 2}

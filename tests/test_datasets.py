@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_while_one_waits
-from http_server import FileServer
-from transferlab.transforms import DataConfig
 from transferlab.data import CatsVsDogsDataModule, CIFAR10DataModule, FashionMNISTDataModule, HymenopteraDataModule
 from transferlab.data.download import DownloadError, Remote, download
 from transferlab.errors import TransferlabError
+from transferlab.transforms import DataConfig
+
+from conftest import ROOT, run_while_one_waits
+from http_server import FileServer
 
 CONFIG = DataConfig(input_size=32)
 
@@ -62,7 +63,11 @@ BAD_CATS = {"zero.jpg": b"", "truncated.jpg": jpeg(0)[:300], "notes.jpg": b"this
 
 
 def pet_images_zip() -> bytes:
-    files = {f"PetImages/{kind}/{i}.jpg": jpeg(colour, seed=i) for colour, kind in ((0, "Cat"), (2, "Dog")) for i in range(10)}
+    files = {
+        f"PetImages/{kind}/{i}.jpg": jpeg(colour, seed=i)
+        for colour, kind in ((0, "Cat"), (2, "Dog"))
+        for i in range(10)
+    }
     files.update({f"PetImages/Cat/{name}": data for name, data in BAD_CATS.items()})
     files["PetImages/Cat/cmyk.jpg"] = jpeg(0, mode="CMYK")
     files["PetImages/Cat/png_named.jpg"] = jpeg(0, fmt="PNG")
@@ -81,7 +86,9 @@ def cifar_tar() -> bytes:
 
     members = {f"cifar-10-batches-py/data_batch_{i}": batch(20) for i in range(1, 6)}
     members["cifar-10-batches-py/test_batch"] = batch(20)
-    names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]
+    names = [
+        n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    ]
     members["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": names})
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as archive:
@@ -114,12 +121,14 @@ def md5(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def server():
     served = FileServer()
-    served.files.update({
-        "/hymenoptera_data.zip": hymenoptera_zip(),
-        "/kagglecatsanddogs_5340.zip": pet_images_zip(),
-        "/cifar-10-python.tar.gz": cifar_tar(),
-        **{f"/fashion/{name}": data for name, data in fashion_files().items()},
-    })
+    served.files.update(
+        {
+            "/hymenoptera_data.zip": hymenoptera_zip(),
+            "/kagglecatsanddogs_5340.zip": pet_images_zip(),
+            "/cifar-10-python.tar.gz": cifar_tar(),
+            **{f"/fashion/{name}": data for name, data in fashion_files().items()},
+        }
+    )
     yield served
     served.stop()
 
@@ -132,8 +141,14 @@ def listing(folder: Path) -> list[str]:
 def hymenoptera(server, data_dir: Path, **kwargs) -> HymenopteraDataModule:
     archive = server.files["/hymenoptera_data.zip"]
     options = {"md5": md5(archive), **kwargs}
-    return HymenopteraDataModule(url=server.url("hymenoptera_data.zip"), filename="hymenoptera_data.zip",
-                                 data_dir=str(data_dir), data_config=CONFIG, num_workers=0, **options)
+    return HymenopteraDataModule(
+        url=server.url("hymenoptera_data.zip"),
+        filename="hymenoptera_data.zip",
+        data_dir=str(data_dir),
+        data_config=CONFIG,
+        num_workers=0,
+        **options,
+    )
 
 
 def test_hymenoptera_downloads_once_val_is_the_test_split_validation_comes_from_train(server, tmp_path):
@@ -187,12 +202,22 @@ def test_a_download_that_keeps_failing_leaves_no_half_dataset(server, tmp_path):
 
 
 def test_offline_without_a_copy_names_url_file_checksum_and_directory(tmp_path):
-    module = HymenopteraDataModule(url="http://127.0.0.1:9/hymenoptera_data.zip", filename="hymenoptera_data.zip",
-                                   md5="abc", data_dir=str(tmp_path), data_config=CONFIG)
+    module = HymenopteraDataModule(
+        url="http://127.0.0.1:9/hymenoptera_data.zip",
+        filename="hymenoptera_data.zip",
+        md5="abc",
+        data_dir=str(tmp_path),
+        data_config=CONFIG,
+    )
     with pytest.raises(DownloadError) as error:
         module.prepare_data()
     message = str(error.value)
-    for part in ("http://127.0.0.1:9/hymenoptera_data.zip", "file: hymenoptera_data.zip", "md5 abc", str(tmp_path / "hymenoptera_data.zip")):
+    for part in (
+        "http://127.0.0.1:9/hymenoptera_data.zip",
+        "file: hymenoptera_data.zip",
+        "md5 abc",
+        str(tmp_path / "hymenoptera_data.zip"),
+    ):
         assert part in message
 
 
@@ -202,13 +227,20 @@ def test_a_part_with_nothing_left_to_fetch_goes_to_the_checksum(part, server, tm
     Range request with 416. A part that matches is renamed into place, one that does not is fetched
     again from the start (the checksum, or without one the size the 416 gives, tells)."""
     data = server.files["/hymenoptera_data.zip"]
-    (tmp_path / "hymenoptera_data.zip.part").write_bytes({"complete": data, "corrupt": bytes(len(data)), "longer": data + b"x"}[part])
+    (tmp_path / "hymenoptera_data.zip.part").write_bytes(
+        {"complete": data, "corrupt": bytes(len(data)), "longer": data + b"x"}[part]
+    )
     start = len(server.requests)
-    remote = Remote(url=server.url("hymenoptera_data.zip"), filename="hymenoptera_data.zip",
-                    md5=None if part == "longer" else md5(data))
+    remote = Remote(
+        url=server.url("hymenoptera_data.zip"),
+        filename="hymenoptera_data.zip",
+        md5=None if part == "longer" else md5(data),
+    )
     assert download(remote, tmp_path).read_bytes() == data
     resumed_at = len(data) + (part == "longer")
-    assert [wanted for _, wanted in server.requests[start:]] == [f"bytes={resumed_at}-"] + ([] if part == "complete" else [None])
+    assert [wanted for _, wanted in server.requests[start:]] == [f"bytes={resumed_at}-"] + (
+        [] if part == "complete" else [None]
+    )
     assert listing(tmp_path) == ["hymenoptera_data.zip"]
 
 
@@ -257,7 +289,9 @@ def wait_until(condition, what: str, jobs: list[subprocess.Popen], logs: list[Pa
     end = time.monotonic() + deadline_s
     while not condition():
         if any(job.poll() is not None for job in jobs) or time.monotonic() > end:
-            pytest.fail(f"never saw {what}; the jobs' logs:\n" + "\n---\n".join(log.read_text()[-3000:] for log in logs))
+            pytest.fail(
+                f"never saw {what}; the jobs' logs:\n" + "\n---\n".join(log.read_text()[-3000:] for log in logs)
+            )
         time.sleep(0.1)
 
 
@@ -269,8 +303,16 @@ def test_two_sweep_jobs_started_together_download_extract_and_compute_features_o
     markers.mkdir()
     server.holds[archive] = threading.Event()  # the download that starts stays open until the other job waits
     start = len(server.requests)
-    command = [sys.executable, "-c", SWEEP_JOB, server.url(archive), md5(server.files[archive]), str(data_dir),
-               str(cache_dir), str(markers)]
+    command = [
+        sys.executable,
+        "-c",
+        SWEEP_JOB,
+        server.url(archive),
+        md5(server.files[archive]),
+        str(data_dir),
+        str(cache_dir),
+        str(markers),
+    ]
     env = {**os.environ, "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1", "PYTHONWARNINGS": "ignore"}
     logs = [tmp_path / f"job{i}.log" for i in range(2)]
     jobs = []
@@ -285,7 +327,9 @@ def test_two_sweep_jobs_started_together_download_extract_and_compute_features_o
         wait_until(lambda: len(list(markers.glob("ready-*"))) == 2, "both jobs ready", jobs, logs)
         (markers / "start").touch()
         wait_until(lambda: len(server.requests) > start, "the download", jobs, logs)
-        wait_until(lambda: waiting_for(str(data_dir / "hymenoptera_data.zip")), "a job waiting for the download", jobs, logs)
+        wait_until(
+            lambda: waiting_for(str(data_dir / "hymenoptera_data.zip")), "a job waiting for the download", jobs, logs
+        )
         server.holds.pop(archive).set()
         wait_until(lambda: any(markers.glob("forward-pass-*")), "a forward pass", jobs, logs)
         wait_until(lambda: waiting_for(str(cache_dir / "test-")), "a job waiting for the features", jobs, logs)
@@ -318,8 +362,14 @@ def test_an_existing_copy_is_used_without_downloading(server, tmp_path):
 
 
 def test_pet_images_bad_files_are_reported_and_skipped_odd_formats_converted(server, tmp_path, caplog):
-    module = CatsVsDogsDataModule(url=server.url("kagglecatsanddogs_5340.zip"), filename="kagglecatsanddogs_5340.zip",
-                                  data_dir=str(tmp_path), data_config=CONFIG, num_workers=0, split_fractions=[0.4, 0.1, 0.1])
+    module = CatsVsDogsDataModule(
+        url=server.url("kagglecatsanddogs_5340.zip"),
+        filename="kagglecatsanddogs_5340.zip",
+        data_dir=str(tmp_path),
+        data_config=CONFIG,
+        num_workers=0,
+        split_fractions=[0.4, 0.1, 0.1],
+    )
     module.prepare_data()
     module.setup()
     root = tmp_path / "PetImages"
@@ -338,16 +388,26 @@ def test_pet_images_bad_files_are_reported_and_skipped_odd_formats_converted(ser
 def test_the_scan_is_cached_and_redone_for_changed_files(server, tmp_path, monkeypatch):
     from transferlab.data import scan
 
-    module = CatsVsDogsDataModule(url=server.url("kagglecatsanddogs_5340.zip"), filename="kagglecatsanddogs_5340.zip",
-                                  data_dir=str(tmp_path), data_config=CONFIG, split_fractions=[0.4, 0.1, 0.1])
+    module = CatsVsDogsDataModule(
+        url=server.url("kagglecatsanddogs_5340.zip"),
+        filename="kagglecatsanddogs_5340.zip",
+        data_dir=str(tmp_path),
+        data_config=CONFIG,
+        split_fractions=[0.4, 0.1, 0.1],
+    )
     module.prepare_data()
     module.setup()
     checked = []
     original = scan.problem_with
     monkeypatch.setattr(scan, "problem_with", lambda path: checked.append(path.name) or original(path))
     (tmp_path / "PetImages" / "Cat" / "zero.jpg").write_bytes(jpeg(0))  # repaired
-    again = CatsVsDogsDataModule(url="unused", filename="kagglecatsanddogs_5340.zip", data_dir=str(tmp_path),
-                                 data_config=CONFIG, split_fractions=[0.4, 0.1, 0.1])
+    again = CatsVsDogsDataModule(
+        url="unused",
+        filename="kagglecatsanddogs_5340.zip",
+        data_dir=str(tmp_path),
+        data_config=CONFIG,
+        split_fractions=[0.4, 0.1, 0.1],
+    )
     again.setup()
     assert checked == ["zero.jpg"]
     assert "zero.jpg" not in (tmp_path / "PetImages" / "bad_images.txt").read_text()
@@ -365,7 +425,9 @@ def test_a_large_folder_is_checked_on_every_core_with_the_same_result(tmp_path, 
     files = sorted(tmp_path.glob("*.jpg"))
     pools = []
     original_pool = scan.ProcessPoolExecutor
-    monkeypatch.setattr(scan, "ProcessPoolExecutor", lambda **options: pools.append(options) or original_pool(**options))
+    monkeypatch.setattr(
+        scan, "ProcessPoolExecutor", lambda **options: pools.append(options) or original_pool(**options)
+    )
     in_parallel = scan.scan(tmp_path, files)
     parallel_report = (tmp_path / scan.REPORT_NAME).read_text()
     (tmp_path / scan.CACHE_NAME).unlink()
@@ -385,7 +447,9 @@ def test_a_damaged_scan_cache_is_reported_and_every_file_checked_again(tmp_path,
         (tmp_path / scan.CACHE_NAME).write_text(damaged)
         caplog.clear()
         assert scan.scan(tmp_path, files) == files
-        assert f"scan cache {tmp_path / scan.CACHE_NAME} is" in caplog.text and "checking every image again" in caplog.text
+        assert (
+            f"scan cache {tmp_path / scan.CACHE_NAME} is" in caplog.text and "checking every image again" in caplog.text
+        )
         assert sorted(json.loads((tmp_path / scan.CACHE_NAME).read_text())) == ["0.jpg", "1.jpg", "2.jpg"]
 
 
@@ -426,8 +490,15 @@ def test_a_class_folder_with_only_broken_files_is_an_error_before_training(tmp_p
 
 def test_cifar10_batches_are_read_and_split(server, tmp_path):
     archive = server.files["/cifar-10-python.tar.gz"]
-    module = CIFAR10DataModule(url=server.url("cifar-10-python.tar.gz"), filename="cifar-10-python.tar.gz", md5=md5(archive),
-                               data_dir=str(tmp_path), val_size=10, data_config=CONFIG, num_workers=0)
+    module = CIFAR10DataModule(
+        url=server.url("cifar-10-python.tar.gz"),
+        filename="cifar-10-python.tar.gz",
+        md5=md5(archive),
+        data_dir=str(tmp_path),
+        val_size=10,
+        data_config=CONFIG,
+        num_workers=0,
+    )
     module.prepare_data()
     module.setup()
     assert module.class_names[:2] == ["airplane", "automobile"]
@@ -437,9 +508,15 @@ def test_cifar10_batches_are_read_and_split(server, tmp_path):
 
 def test_fashion_mnist_idx_files_download_and_read(server, tmp_path):
     files = fashion_files()
-    module = FashionMNISTDataModule(base_url=server.url("fashion"), data_dir=str(tmp_path), debian_dir=str(tmp_path / "none"),
-                                    val_size=10, md5s={name: md5(data) for name, data in files.items()},
-                                    data_config=CONFIG, num_workers=0)
+    module = FashionMNISTDataModule(
+        base_url=server.url("fashion"),
+        data_dir=str(tmp_path),
+        debian_dir=str(tmp_path / "none"),
+        val_size=10,
+        md5s={name: md5(data) for name, data in files.items()},
+        data_config=CONFIG,
+        num_workers=0,
+    )
     module.prepare_data()
     module.setup()
     assert {k: len(v.labels) for k, v in module.splits.items()} == {"train": 50, "val": 10, "test": 20}
@@ -454,15 +531,30 @@ def test_a_short_training_run_on_each_dataset(dataset, server, tmp_path, offline
         "hymenoptera": [f"data.url={server.url('hymenoptera_data.zip')}"],
         "cats_vs_dogs": [f"data.url={server.url('kagglecatsanddogs_5340.zip')}", "data.split_fractions=[0.6,0.2,0.2]"],
         "cifar10": [f"data.url={server.url('cifar-10-python.tar.gz')}", "data.md5=null", "data.val_size=10"],
-        "fashion_mnist": [f"data.base_url={server.url('fashion')}", "data.val_size=10", f"data.root={tmp_path / 'fashion'}"],
+        "fashion_mnist": [
+            f"data.base_url={server.url('fashion')}",
+            "data.val_size=10",
+            f"data.root={tmp_path / 'fashion'}",
+        ],
     }[dataset]
     if dataset == "fashion_mnist":
         (tmp_path / "fashion").mkdir()
         for name, data in fashion_files().items():
             (tmp_path / "fashion" / name).write_bytes(data)
-    command = [sys.executable, str(ROOT / "src" / "train.py"), f"data={dataset}", *overrides, "model=small_cnn",
-               "strategy=scratch", "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=1",
-               f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        f"data={dataset}",
+        *overrides,
+        "model=small_cnn",
+        "strategy=scratch",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     env = {**offline_env, "no_proxy": "127.0.0.1"}
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, TINY, compose_config
 from transferlab import parallel
 from transferlab.backbones import create_backbone
 from transferlab.classifier import ImageClassifier
@@ -24,6 +23,8 @@ from transferlab.freeze import HeadOnly, TopBlocks
 from transferlab.run import train
 from transferlab.sync_batchnorm import TimmAwareSyncBatchNorm, global_batch_norm
 
+from conftest import ROOT, TINY, compose_config
+
 STRATEGIES = {
     "head_only_cached": ["strategy=head_only"],
     "head_only_images": ["strategy=head_only", "feature_cache.enabled=false"],
@@ -31,7 +32,12 @@ STRATEGIES = {
     "top_blocks_reinit": ["strategy=top_blocks", "strategy.reinit=true"],
     "two_phase": ["strategy=two_phase", "strategy.head_epochs=1"],
     # Two frozen epochs on cached features (one view pays off), then the whole backbone on images.
-    "two_phase_cached": ["strategy=two_phase", "strategy.head_epochs=2", "feature_cache.views=1", "trainer.max_epochs=3"],
+    "two_phase_cached": [
+        "strategy=two_phase",
+        "strategy.head_epochs=2",
+        "feature_cache.views=1",
+        "trainer.max_epochs=3",
+    ],
     "gradual": ["strategy=gradual"],
     "discriminative": ["strategy=discriminative"],
     "scratch": ["strategy=scratch"],
@@ -49,8 +55,13 @@ TOLERANCE = 1e-3
 # From random weights (scratch; ResNet-18 without its weights file, whose BatchNorm trains) a few
 # steps on 48 images amplify rounding itself: two one-process runs with 1 and 2 threads differ as
 # much (measured, resnet18 scratch: test/loss 0.387 vs 0.812). There, identical ranks are checked.
-ROUNDING_CHAOTIC = {("lite0", "scratch"), ("resnet18", "full_finetune"), ("resnet18", "top_blocks_reinit"),
-                    ("resnet18", "scratch")}
+ROUNDING_CHAOTIC = {
+    ("lite0", "scratch"),
+    ("resnet18", "full_finetune"),
+    ("resnet18", "top_blocks_reinit"),
+    ("resnet18", "scratch"),
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -59,8 +70,17 @@ def free_port() -> int:
 
 
 def start_ranks(command: list[str], environments: list[dict[str, str]]) -> list[subprocess.Popen]:
-    return [subprocess.Popen(command, env={**os.environ, "PYTHONWARNINGS": "ignore", **extra}, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for extra in environments]
+    return [
+        subprocess.Popen(
+            command,
+            env={**os.environ, "PYTHONWARNINGS": "ignore", **extra},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for extra in environments
+    ]
 
 
 def wait(processes: list[subprocess.Popen], timeout: float) -> list[str]:
@@ -71,8 +91,14 @@ def wait(processes: list[subprocess.Popen], timeout: float) -> list[str]:
 
 
 def torchrun_environment(rank: int, port: int) -> dict[str, str]:
-    return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
-            "LOCAL_RANK": str(rank), "NODE_RANK": "0"}
+    return {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": "2",
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "NODE_RANK": "0",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +106,36 @@ def ddp_and_single_runs(colour_folder, tmp_path_factory) -> tuple[Path, Path]:
     """Every strategy × a timm (packaged lite0) and a torchvision backbone, on 2 ranks and on one process."""
     # Dropout off: each process draws its own masks for its share of the batch, so with dropout
     # the runs differ by the masks, not by anything DDP should keep equal.
-    base = [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=0.01", "head.dropout=0"]
+    base = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "trainer.max_epochs=2",
+        "optimizer=sgd",
+        "optimizer.lr=0.01",
+        "head.dropout=0",
+    ]
     runs = {f"{b}-{s}": [*base, *BACKBONES[b], *STRATEGIES[s]] for b, s in RUNS}
     ddp_dir, single_dir = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("single")
     spec = ddp_dir / "spec.json"
-    spec.write_text(json.dumps({"out": str(ddp_dir), "runs": [
-        {"name": name, "overrides": [*overrides, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]}
-        for name, overrides in runs.items()]}))
+    spec.write_text(
+        json.dumps(
+            {
+                "out": str(ddp_dir),
+                "runs": [
+                    {
+                        "name": name,
+                        "overrides": [*overrides, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+                    }
+                    for name, overrides in runs.items()
+                ],
+            }
+        )
+    )
     port = free_port()
-    ranks = start_ranks([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(spec)],
-                        [torchrun_environment(rank, port) for rank in range(2)])
+    ranks = start_ranks(
+        [sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(spec)],
+        [torchrun_environment(rank, port) for rank in range(2)],
+    )
     for name, overrides in runs.items():  # the one-process references, while the ranks train
         train(compose_config(overrides, single_dir / name))
     outputs = wait(ranks, timeout=1500)
@@ -116,18 +162,23 @@ def test_two_ranks_train_what_one_process_trains(ddp_and_single_runs, backbone, 
     assert ddp["test/acc"] == pytest.approx(single["test/acc"], abs=TOLERANCE)
     assert ddp["test/loss"] == pytest.approx(single["test/loss"], abs=TOLERANCE, rel=TOLERANCE)
 
+
 @pytest.mark.slow
 def test_the_guard_names_the_first_parameter_that_differs_across_ranks(ddp_and_single_runs):
     ddp_dir, _ = ddp_and_single_runs
-    assert (ddp_dir / "guard.txt").read_text().startswith(
-        "DDP ranks out of sync after fit: parameter 'bias' differs between rank 0 and rank 1")
+    assert (
+        (ddp_dir / "guard.txt")
+        .read_text()
+        .startswith("DDP ranks out of sync after fit: parameter 'bias' differs between rank 0 and rank 1")
+    )
 
 
 @pytest.mark.slow
 def test_ranks_that_decided_differently_fail_with_one_error(ddp_and_single_runs):
     ddp_dir, _ = ddp_and_single_runs
     assert (ddp_dir / "disagreement.txt").read_text() == (
-        "strategy=auto's choice differs between the ranks (['head_only', 'top_blocks']): set it explicitly")
+        "strategy=auto's choice differs between the ranks (['head_only', 'top_blocks']): set it explicitly"
+    )
 
 
 @pytest.mark.slow
@@ -140,13 +191,30 @@ def test_sync_batchnorm_on_cpu_all_reduces_and_says_so_in_the_log(ddp_and_single
 def test_one_run_over_two_slurm_nodes_writes_one_metrics_file_with_ranks_in_sync(colour_folder, tmp_path):
     """The environment srun gives the two tasks of `--nodes=2 --ntasks-per-node=1`, both on this machine."""
     port = free_port()
-    slurm = {"SLURM_NTASKS": "2", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_ID": "4242",
-             "SLURM_STEP_ID": "0", "SLURM_JOB_NAME": "transferlab", "SLURM_NODELIST": "127.0.0.1",
-             "MASTER_PORT": str(port)}
-    environments = [{**slurm, "SLURM_PROCID": str(rank), "SLURM_NODEID": str(rank), "SLURM_LOCALID": "0"} for rank in range(2)]
-    overrides = [*TINY, f"data.root={colour_folder}", "strategy=two_phase", "strategy.head_epochs=1",
-                 "trainer=ddp", "trainer.accelerator=cpu", "trainer.num_nodes=2", "trainer.devices=1",
-                 f"paths.log_dir={tmp_path}"]
+    slurm = {
+        "SLURM_NTASKS": "2",
+        "SLURM_NNODES": "2",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_STEP_ID": "0",
+        "SLURM_JOB_NAME": "transferlab",
+        "SLURM_NODELIST": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    environments = [
+        {**slurm, "SLURM_PROCID": str(rank), "SLURM_NODEID": str(rank), "SLURM_LOCALID": "0"} for rank in range(2)
+    ]
+    overrides = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "strategy=two_phase",
+        "strategy.head_epochs=1",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.num_nodes=2",
+        "trainer.devices=1",
+        f"paths.log_dir={tmp_path}",
+    ]
     wait(start_ranks([sys.executable, str(ROOT / "src" / "train.py"), *overrides], environments), timeout=600)
     written = list(tmp_path.rglob("metrics.json"))
     assert [p.parent.name for p in written] == ["slurm-4242.0"], "one run directory that both tasks agree on"
@@ -191,9 +259,15 @@ def test_the_global_batch_must_divide_among_the_processes(colour_folder):
     from transferlab.data import ImageFolderDataModule
     from transferlab.errors import TransferlabError
 
-    datamodule = ImageFolderDataModule(root=str(colour_folder), data_config=create_backbone("small_cnn", pretrained=False).data_config,
-                                       batch_size=15, num_workers=0)
-    with pytest.raises(TransferlabError, match=r"data.batch_size=15 is the global batch, shared by 2 processes: choose a multiple of 2"):
+    datamodule = ImageFolderDataModule(
+        root=str(colour_folder),
+        data_config=create_backbone("small_cnn", pretrained=False).data_config,
+        batch_size=15,
+        num_workers=0,
+    )
+    with pytest.raises(
+        TransferlabError, match=r"data.batch_size=15 is the global batch, shared by 2 processes: choose a multiple of 2"
+    ):
         datamodule.check_shares("train", 48, world=2)
 
 
@@ -241,7 +315,12 @@ def test_frozen_batchnorm_stays_frozen_after_conversion(policy):
     policy.on_train_batch_start(trainer, module, batch=None, batch_idx=0)
     stem = module.get_submodule("backbone.features.bn1")
     assert isinstance(stem, nn.SyncBatchNorm) and not stem.training
-    frozen = [m for path in policy.inference_mode for m in module.get_submodule(path).modules() if isinstance(m, nn.SyncBatchNorm)]
+    frozen = [
+        m
+        for path in policy.inference_mode
+        for m in module.get_submodule(path).modules()
+        if isinstance(m, nn.SyncBatchNorm)
+    ]
     assert frozen and not any(m.training for m in frozen)
 
 
@@ -313,9 +392,15 @@ def test_a_split_smaller_than_the_processes_is_a_clear_error(colour_folder):
     from transferlab.data import ImageFolderDataModule
     from transferlab.errors import TransferlabError
 
-    datamodule = ImageFolderDataModule(root=str(colour_folder), data_config=create_backbone("small_cnn", pretrained=False).data_config,
-                                       batch_size=16, num_workers=0)
-    with pytest.raises(TransferlabError, match="the val split has 3 images for 4 processes: every process needs at least one"):
+    datamodule = ImageFolderDataModule(
+        root=str(colour_folder),
+        data_config=create_backbone("small_cnn", pretrained=False).data_config,
+        batch_size=16,
+        num_workers=0,
+    )
+    with pytest.raises(
+        TransferlabError, match="the val split has 3 images for 4 processes: every process needs at least one"
+    ):
         datamodule.check_shares("val", 3, world=4)
 
 
@@ -325,7 +410,9 @@ def test_inceptions_auxiliary_head_is_frozen_when_the_backbone_runs_in_eval():
     from transferlab.freeze import TwoPhase
 
     backbone = create_backbone("inception_v3", pretrained=False, aux_weight=0.4)
-    module = ImageClassifier({"name": "inception_v3", "aux_weight": 0.4}, num_classes=3, optimizer={"lr": 0.1}, backbone=backbone)
+    module = ImageClassifier(
+        {"name": "inception_v3", "aux_weight": 0.4}, num_classes=3, optimizer={"lr": 0.1}, backbone=backbone
+    )
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     TwoPhase().setup(trainer, module, "fit")
     assert module.aux_head is not None and not any(p.requires_grad for p in module.aux_head.parameters())

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from conftest import TINY, compose_config, run_while_one_waits
-from transferlab.transforms import DataConfig
 from transferlab.data import ImageFolderDataModule, decoded
 from transferlab.errors import TransferlabError
 from transferlab.run import train
-from transferlab.transforms import Augment, CropFlipRotate, affine_grid, sample_augmentation
+from transferlab.transforms import Augment, CropFlipRotate, DataConfig, affine_grid, sample_augmentation
+
+from conftest import TINY, compose_config, run_while_one_waits
 
 CONFIG = DataConfig(input_size=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
@@ -123,7 +123,9 @@ def test_the_disk_cache_is_written_once_and_reused(photo_folder, tmp_path, monke
     assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".u8"), files
     index = json.loads((cache_dir / files[0]).read_text())
     count = len(first.splits["train"].labels)  # train/ less the validation images held out of it
-    assert len(index["shapes"]) == count and (cache_dir / files[1]).stat().st_size == sum(h * w * 3 for h, w in index["shapes"])
+    assert len(index["shapes"]) == count and (cache_dir / files[1]).stat().st_size == sum(
+        h * w * 3 for h, w in index["shapes"]
+    )
 
     calls = []
     monkeypatch.setattr(decoded, "decode_resized", lambda *a: calls.append(a) or pytest.fail("decoded again"))
@@ -169,8 +171,16 @@ def test_bad_decode_cache_settings_name_the_choices(photo_folder):
 
 
 def test_a_run_with_the_decode_cache_learns(colour_folder, tmp_path):
-    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "trainer.max_epochs=4",
-                 "optimizer.lr=0.01", "data.decode_cache=disk", f"data.decode_cache_dir={tmp_path / 'decoded'}"]
+    overrides = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "model=small_cnn",
+        "strategy=scratch",
+        "trainer.max_epochs=4",
+        "optimizer.lr=0.01",
+        "data.decode_cache=disk",
+        f"data.decode_cache_dir={tmp_path / 'decoded'}",
+    ]
     metrics = train(compose_config(overrides, tmp_path / "run"))
     assert metrics["test/acc"] > 0.8  # three colours: chance is 1/3
     assert len(list((tmp_path / "decoded").glob("*.u8"))) == 3, "train, val and test decoded once each"
@@ -187,13 +197,26 @@ def test_the_cache_tool_reports_and_clears_the_caches(tmp_path, offline_env):
         (tmp_path / name).write_bytes(b"x" * size)
 
     def cache(*options: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "src" / "cache.py"), f"data_dir={tmp_path}", *options],
-                              env=offline_env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "src" / "cache.py"), f"data_dir={tmp_path}", *options],
+            env=offline_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     listed = cache()
-    assert listed.returncode == 0 and "feature_cache\t1 files" in listed.stdout and "decoded_cache\t2 files" in listed.stdout
+    assert (
+        listed.returncode == 0
+        and "feature_cache\t1 files" in listed.stdout
+        and "decoded_cache\t2 files" in listed.stdout
+    )
     cleared = cache("clear=decoded_cache")
-    assert "(deleted)" in cleared.stdout and not (tmp_path / "decoded_cache").exists() and (tmp_path / "feature_cache").exists()
+    assert (
+        "(deleted)" in cleared.stdout
+        and not (tmp_path / "decoded_cache").exists()
+        and (tmp_path / "feature_cache").exists()
+    )
     wrong = cache("clear=everything")
     assert wrong.returncode == 1 and "use clear=true or one of feature_cache, decoded_cache" in wrong.stderr
 
@@ -221,7 +244,10 @@ def test_a_damaged_disk_cache_is_reported_and_decoded_again(damage, photo_folder
     damaged = {
         "truncated pixels": (pixels, pixels.read_bytes()[:1000]),
         "garbled index": (index, b'{"version": 1, "sha'),
-        "index of another split": (index, json.dumps({"version": 1, "shapes": json.loads(index.read_text())["shapes"][:3]}).encode()),
+        "index of another split": (
+            index,
+            json.dumps({"version": 1, "shapes": json.loads(index.read_text())["shapes"][:3]}).encode(),
+        ),
     }[damage]
     damaged[0].unlink()
     damaged[0].write_bytes(damaged[1])
@@ -249,10 +275,14 @@ def test_two_jobs_that_want_the_same_split_decode_it_once(photo_folder, tmp_path
     cache_dir, results = tmp_path / "decoded", []
 
     def job() -> None:
-        results.append(datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train"))
+        results.append(
+            datamodule(photo_folder, decode_cache="disk", decode_cache_dir=str(cache_dir)).decoded_images("train")
+        )
 
     jobs = [threading.Thread(target=job, daemon=True) for _ in range(2)]
-    run_while_one_waits(jobs, caplog, f"waiting for another process that is writing {cache_dir}", lambda: len(calls), release)
+    run_while_one_waits(
+        jobs, caplog, f"waiting for another process that is writing {cache_dir}", lambda: len(calls), release
+    )
     assert len(results) == 2 and len(calls) == len(results[0]) == len(results[1]), "each image decoded once"
     assert all(np.array_equal(results[0][i], results[1][i]) for i in range(len(calls)))
     assert len(list(cache_dir.glob("*.u8"))) == 1 and not list(cache_dir.glob("*.partial"))

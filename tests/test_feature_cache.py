@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TINY, compose_config
 from transferlab import feature_cache
 from transferlab.feature_cache import features_pay_off
 from transferlab.run import train
+
+from conftest import TINY, compose_config
 
 
 def head_weights(metrics: dict) -> dict[str, torch.Tensor]:
@@ -19,8 +20,15 @@ def head_weights(metrics: dict) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("augment", [False, True])
 def test_cached_features_train_the_same_head_as_images(augment, colour_folder, tmp_path):
     # With augmentation, 2 views for 2 epochs: epoch e sees exactly the images the uncached run sees.
-    base = [*TINY, f"data.root={colour_folder}", "data.image_size=64", "optimizer.lr=0.03",
-            f"data.augment.enabled={str(augment).lower()}", "feature_cache.views=2", "feature_cache.dir=null"]
+    base = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "data.image_size=64",
+        "optimizer.lr=0.03",
+        f"data.augment.enabled={str(augment).lower()}",
+        "feature_cache.views=2",
+        "feature_cache.dir=null",
+    ]
     cached = train(compose_config([*base, "feature_cache.enabled=true"], tmp_path / "cached"))
     uncached = train(compose_config([*base, "feature_cache.enabled=false"], tmp_path / "uncached"))
     assert cached["feature_cache"] is True and uncached["feature_cache"] is False
@@ -35,8 +43,13 @@ def test_the_next_run_of_a_sweep_reuses_the_features_on_disk(colour_folder, tmp_
     passes = []
     original = feature_cache.frozen_features
     monkeypatch.setattr(feature_cache, "frozen_features", lambda *a, **k: passes.append(1) or original(*a, **k))
-    base = [*TINY, f"data.root={colour_folder}", "data.image_size=64", f"feature_cache.dir={tmp_path / 'cache'}",
-            "feature_cache.views=2"]
+    base = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "data.image_size=64",
+        f"feature_cache.dir={tmp_path / 'cache'}",
+        "feature_cache.views=2",
+    ]
     train(compose_config([*base, "optimizer.lr=0.01"], tmp_path / "a"))
     assert len(passes) == 2 + 1 + 1, "two training views, val, test"
     train(compose_config([*base, "optimizer.lr=0.03"], tmp_path / "b"))  # another head, same features
@@ -50,14 +63,25 @@ def test_two_phase_trains_the_head_on_features_then_the_whole_model_on_images(co
     passes = []
     original = feature_cache.frozen_features
     monkeypatch.setattr(feature_cache, "frozen_features", lambda *a, **k: passes.append(1) or original(*a, **k))
-    base = [*TINY, f"data.root={colour_folder}", "data.image_size=64", "optimizer.lr=0.03", "data.augment.enabled=false",
-            "strategy=two_phase", "strategy.head_epochs=2", "trainer.max_epochs=3", "feature_cache.dir=null"]
+    base = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "data.image_size=64",
+        "optimizer.lr=0.03",
+        "data.augment.enabled=false",
+        "strategy=two_phase",
+        "strategy.head_epochs=2",
+        "trainer.max_epochs=3",
+        "feature_cache.dir=null",
+    ]
     cached = train(compose_config([*base, "feature_cache.enabled=true"], tmp_path / "cached"))
     assert len(passes) == 2, "one training view (no augmentation) and val; test runs on images after fine-tuning"
     uncached = train(compose_config([*base, "feature_cache.enabled=false"], tmp_path / "uncached"))
     assert len(passes) == 2
     assert cached["feature_cache"] is True and uncached["feature_cache"] is False
-    assert cached["model/params/trainable"] == uncached["model/params/trainable"] > 100_000, "phase 2 trains the backbone"
+    assert cached["model/params/trainable"] == uncached["model/params/trainable"] > 100_000, (
+        "phase 2 trains the backbone"
+    )
     for key in ("test/acc", "val/acc_best"):
         assert cached[key] == pytest.approx(uncached[key], abs=1e-6), key
     assert cached["test/loss"] == pytest.approx(uncached["test/loss"], abs=1e-3)
@@ -88,12 +112,14 @@ def frozen_small_cnn(colour_folder, **options):
     from types import SimpleNamespace
 
     from transferlab.backbones import create_backbone
-    from transferlab.transforms import DataConfig
     from transferlab.data import ImageFolderDataModule
+    from transferlab.transforms import DataConfig
 
     torch.manual_seed(0)
     backbone = create_backbone("small_cnn", pretrained=False)
-    data = ImageFolderDataModule(root=str(colour_folder), data_config=DataConfig(input_size=32), num_workers=0, **options)
+    data = ImageFolderDataModule(
+        root=str(colour_folder), data_config=DataConfig(input_size=32), num_workers=0, **options
+    )
     data.setup()
     return SimpleNamespace(backbone=backbone, features=backbone, device=torch.device("cpu")), data
 
@@ -137,7 +163,9 @@ def test_a_damaged_feature_file_is_reported_and_computed_again(colour_folder, tm
     assert torch.equal(torch.load(saved, weights_only=True), features) and not list(tmp_path.glob("*.partial"))
 
 
-def test_a_feature_file_that_cannot_be_written_costs_the_cache_not_the_run(colour_folder, tmp_path, monkeypatch, caplog):
+def test_a_feature_file_that_cannot_be_written_costs_the_cache_not_the_run(
+    colour_folder, tmp_path, monkeypatch, caplog
+):
     module, data = frozen_small_cnn(colour_folder)
 
     def full_disk(obj, path, *args, **kwargs):

@@ -13,7 +13,6 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from PIL import Image
 from torch import nn
 
-from conftest import TINY, compose_config
 from transferlab import transferability
 from transferlab.backbones import create_backbone
 from transferlab.callbacks import SeedEachBatch
@@ -23,6 +22,8 @@ from transferlab.errors import TransferlabError
 from transferlab.freeze import Auto, FullFinetune, HeadOnly, Scratch, TopBlocks, TwoPhase
 from transferlab.run import train
 from transferlab.transferability import probe_sample
+
+from conftest import TINY, compose_config
 
 LR = 0.05
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": LR, "momentum": 0.9}
@@ -43,8 +44,13 @@ def build(colour_folder, name: str = "efficientnet_lite0", scheduler: dict | Non
 
 def make_trainer(policy, epochs: int, *callbacks: Callback, **kwargs) -> L.Trainer:
     return L.Trainer(
-        max_epochs=epochs, callbacks=[policy, SeedEachBatch(0), *callbacks], logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=bool(kwargs.pop("checkpointing", False)), **kwargs,
+        max_epochs=epochs,
+        callbacks=[policy, SeedEachBatch(0), *callbacks],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=bool(kwargs.pop("checkpointing", False)),
+        **kwargs,
     )
 
 
@@ -192,14 +198,17 @@ def probe(root, max_images: int, seed: int, monkeypatch) -> tuple[Auto, torch.Te
     """Auto's decision on `root` (small_cnn, 32 px) and the (features, labels) its linear probe saw."""
     torch.manual_seed(0)  # the same random backbone every time: only the sample may differ
     backbone = create_backbone("small_cnn", pretrained=False)
-    datamodule = ImageFolderDataModule(root=str(root), data_config=backbone.data_config, image_size=32, batch_size=16,
-                                       num_workers=0, seed=seed)
+    datamodule = ImageFolderDataModule(
+        root=str(root), data_config=backbone.data_config, image_size=32, batch_size=16, num_workers=0, seed=seed
+    )
     datamodule.setup()
     spec = {"name": "small_cnn", "pretrained": False, "weights": None}
     module = ImageClassifier(spec, num_classes=datamodule.num_classes, optimizer=SGD, backbone=backbone)
     seen = []
     score = transferability.linear_probe_score
-    monkeypatch.setattr(transferability, "linear_probe_score", lambda f, y, **k: seen.append((f, y)) or score(f, y, **k))
+    monkeypatch.setattr(
+        transferability, "linear_probe_score", lambda f, y, **k: seen.append((f, y)) or score(f, y, **k)
+    )
     policy = Auto(many_per_class=100, max_images=max_images)
     policy.decide(module, datamodule)
     return policy, torch.as_tensor(seen[0][0]), torch.as_tensor(seen[0][1])
@@ -256,7 +265,13 @@ def test_auto_runs_on_a_class_ordered_folder_without_test_through_the_configs(tm
     # cats_vs_dogs' crash: the class-ordered train split is longer than max_images.
     class_ordered_folder(tmp_path / "data", classes=2, per_class=20)
     shutil.rmtree(tmp_path / "data" / "test")
-    overrides = [*TINY, f"data.root={tmp_path / 'data'}", "strategy=auto", "strategy.max_images=12", "trainer.max_epochs=1"]
+    overrides = [
+        *TINY,
+        f"data.root={tmp_path / 'data'}",
+        "strategy=auto",
+        "strategy.max_images=12",
+        "trainer.max_epochs=1",
+    ]
     metrics = train(compose_config(overrides, tmp_path / "run"))
     assert metrics["auto/probe_images"] == 12 and metrics["auto/probe_min_per_class"] == 6
     assert metrics["auto/images_per_class"] == 16, "20 in train/, 4 of each held out for validation"

@@ -13,10 +13,11 @@ from lightning.pytorch.strategies.launchers import subprocess_script as trainer_
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import ROOT
 from transferlab import ddp, internals, parallel
 from transferlab.errors import TransferlabError
 from transferlab.internals import INTERNALS, UpstreamInternalMissing, append_last_lr, missing_internals
+
+from conftest import ROOT
 
 
 def test_every_registered_internal_exists_in_the_installed_versions():
@@ -49,12 +50,23 @@ def private_names_used_but_not_defined() -> dict[str, str]:
                 names = [node.attr]
             elif isinstance(node, ast.ImportFrom):
                 names = [alias.name for alias in node.names]
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr", "setattr")
-                  and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr", "setattr")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+            ):
                 names = [node.args[1].value]
             for name in names:
                 # _target_, _partial_: Hydra's config keys, read from configs as attributes, are not private.
-                if name.startswith("_") and not name.startswith("__") and not name.endswith("_") and name not in defined:
+                if (
+                    name.startswith("_")
+                    and not name.startswith("__")
+                    and not name.endswith("_")
+                    and name not in defined
+                ):
                     used.setdefault(name, str(path.relative_to(ROOT)))
     return used
 
@@ -100,7 +112,9 @@ def test_append_last_lr_gives_the_new_group_its_rate():
 def test_append_last_lr_refuses_when_the_private_list_is_gone():
     steps = scheduler()
     del steps._last_lr
-    with pytest.raises(UpstreamInternalMissing, match=r"torch \S+ has no torch\.optim\.lr_scheduler\.LRScheduler\._last_lr") as error:
+    with pytest.raises(
+        UpstreamInternalMissing, match=r"torch \S+ has no torch\.optim\.lr_scheduler\.LRScheduler\._last_lr"
+    ) as error:
         append_last_lr(steps, 0.5)
     assert "scheduler=none" in str(error.value)
 

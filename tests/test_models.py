@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import CONF, TINY, compose_config
-from test_freeze import SGD, RecordTraining, build, head_size, make_trainer
 from transferlab.backbones import create_backbone
 from transferlab.build import compose, model_spec
 from transferlab.classifier import ImageClassifier, count_parameters
 from transferlab.data import ImageFolderDataModule
 from transferlab.freeze import Auto, Discriminative, FullFinetune, Gradual, HeadOnly, Scratch, TopBlocks, TwoPhase
 from transferlab.run import train
+
+from conftest import CONF, TINY, compose_config
+from test_freeze import SGD, RecordTraining, build, head_size, make_trainer
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in ("timm", "torchvision"))
 
@@ -38,11 +38,20 @@ def test_every_model_builds_classifies_and_freezes_exactly(config_name):
         assert module(torch.randn(2, 3, size, size)).shape == (2, 3)
 
     total = count_parameters(module)[1]
-    heads = head_size(module) + sum(p.numel() for p in module.aux_head.parameters()) if module.aux_head else head_size(module)
+    heads = (
+        head_size(module) + sum(p.numel() for p in module.aux_head.parameters())
+        if module.aux_head
+        else head_size(module)
+    )
     top_two = sum(p.numel() for block in blocks[-2:] for p in block.parameters())
     expected = {
-        HeadOnly(): heads, TwoPhase(): heads, Gradual(): heads, TopBlocks(n=2): heads + top_two,
-        FullFinetune(): total, Scratch(): total, Discriminative(): total,
+        HeadOnly(): heads,
+        TwoPhase(): heads,
+        Gradual(): heads,
+        TopBlocks(n=2): heads + top_two,
+        FullFinetune(): total,
+        Scratch(): total,
+        Discriminative(): total,
     }
     for policy, trainable in expected.items():
         for p in module.parameters():
@@ -71,8 +80,15 @@ def test_unknown_architecture_options_are_refused():
     "model", [["model=vgg_custom", "model.cfg=[16,M,32,M,32,64,M]"], ["model=resnet_custom", "model.layers=[1,1,1]"]]
 )
 def test_custom_networks_learn_at_any_input_size(model, size, colour_folder, tmp_path):
-    overrides = [*TINY, f"data.root={colour_folder}", *model, "strategy=scratch", f"data.image_size={size}",
-                 "trainer.max_epochs=4", "optimizer.lr=0.01"]
+    overrides = [
+        *TINY,
+        f"data.root={colour_folder}",
+        *model,
+        "strategy=scratch",
+        f"data.image_size={size}",
+        "trainer.max_epochs=4",
+        "optimizer.lr=0.01",
+    ]
     metrics = train(compose_config(overrides, tmp_path))
     assert metrics["test/acc"] > 0.6, metrics  # chance: 1/3
 
@@ -90,7 +106,9 @@ def test_gradual_unfreezes_one_block_per_epoch_and_survives_resume(colour_folder
     blocks = module.backbone.blocks
     record = RecordTraining()
     make_trainer(Gradual(every=1, decay=0.5), 3, record, every_epoch, checkpointing=True).fit(module, datamodule)
-    size = lambda depth: head_size(module) + sum(p.numel() for b in blocks[len(blocks) - depth:] for p in b.parameters())  # noqa: E731
+    size = lambda depth: (
+        head_size(module) + sum(p.numel() for b in blocks[len(blocks) - depth :] for p in b.parameters())
+    )  # noqa: E731
     assert record.trainable == {0: size(0), 1: size(1), 2: size(2)}
     assert record.lrs[2][1:] == pytest.approx([SGD["lr"] * 0.5, SGD["lr"] * 0.25])
 
@@ -110,8 +128,16 @@ def auto_choice(root, many_per_class: int) -> dict:
     spec = {"name": "efficientnet_lite0", "pretrained": True, "weights": None}
     module = ImageClassifier(spec, num_classes=3, optimizer=SGD, backbone=backbone)
     policy = Auto(many_per_class=many_per_class, similar=0.7)
-    trainer = L.Trainer(max_epochs=1, callbacks=[policy], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_train_batches=1, limit_val_batches=1)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[policy],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_train_batches=1,
+        limit_val_batches=1,
+    )
     trainer.fit(module, datamodule)
     return policy.report()
 
@@ -141,8 +167,14 @@ def describe(*overrides: str, env: dict) -> str:
 
     from conftest import ROOT
 
-    result = subprocess.run([sys.executable, str(ROOT / "src" / "describe.py"), *overrides], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "describe.py"), *overrides],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -159,5 +191,9 @@ def test_describe_shows_input_size_normalisation_blocks_and_counts_offline(offli
 
 def test_describe_lists_every_model_with_its_source(offline_env):
     text = describe("+list=true", env=offline_env)
-    for name, source in (("efficientnet_lite0", "packaged"), ("resnet152", "torchvision"), ("vgg_custom", "built here")):
+    for name, source in (
+        ("efficientnet_lite0", "packaged"),
+        ("resnet152", "torchvision"),
+        ("vgg_custom", "built here"),
+    ):
         assert any(line.startswith(name) and source in line for line in text.splitlines()), name

@@ -14,8 +14,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf, open_dict
 
-from conftest import TINY, compose_config
 from transferlab.run import train
+
+from conftest import TINY, compose_config
 
 # (strategy overrides, epochs, the epochs at whose start the run is killed)
 CASES = {
@@ -73,14 +74,17 @@ def killed_then_resumed(overrides: list[str], kill_epoch: int, run_dir) -> dict:
     return train(compose_config([f"resume={run_dir}"], run_dir))
 
 
-@pytest.mark.parametrize("name,kill_epoch", [(name, epoch) for name, (_, _, epochs) in CASES.items() for epoch in epochs])
+@pytest.mark.parametrize(
+    "name,kill_epoch", [(name, epoch) for name, (_, _, epochs) in CASES.items() for epoch in epochs]
+)
 def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(name, kill_epoch, uninterrupted, colour_folder, tmp_path):
     resumed = killed_then_resumed(overrides_of(name, colour_folder), kill_epoch, tmp_path)
     expected = uninterrupted[name]
     for key in ("test/acc", "test/loss", "val/acc_best", "epochs", "model/params/trainable"):
         assert resumed[key] == pytest.approx(expected[key], abs=1e-6), key
     final = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    reference = torch.load(expected["best_checkpoint"].replace("best.ckpt", "last.ckpt"), map_location="cpu",
-                           weights_only=False)["state_dict"]
+    reference = torch.load(
+        expected["best_checkpoint"].replace("best.ckpt", "last.ckpt"), map_location="cpu", weights_only=False
+    )["state_dict"]
     for key, tensor in reference.items():
         assert torch.allclose(final[key].float(), tensor.float(), atol=1e-6), key

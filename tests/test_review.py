@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TINY, compose_config
 from transferlab.inference import load_classifier, predict
 from transferlab.run import train
+
+from conftest import ROOT, TINY, compose_config
 
 
 def load_script(name: str):
@@ -69,7 +70,9 @@ def test_the_sweep_report_matches_the_runs_and_lists_failures(sweep):
         assert f"{metrics['test/acc']:.4f}" in row and metrics["strategy"] in row and metrics["model"] in row
     assert "| failed | image_folder | small_cnn |" in text and "no pretrained weights" in text
     assert "| unfinished |" in text and "`3_killed`" in text
-    best = max(("0_scratch", "1_head_only"), key=lambda r: json.loads((sweep / r / "metrics.json").read_text())["test/acc"])
+    best = max(
+        ("0_scratch", "1_head_only"), key=lambda r: json.loads((sweep / r / "metrics.json").read_text())["test/acc"]
+    )
     assert next(line for line in text.splitlines() if f"`{best}`" in line).startswith("| ★ |")
 
 
@@ -87,8 +90,20 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(sweep, colour_fo
             assert len(row["top"]) == 2 and row["top"][0][0] == "red" and row["top"][0][1] >= row["top"][1][1]
 
     out = tmp_path / "predictions.csv"
-    result = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={checkpoint}", f"inputs={tmp_path}",
-                             "top_k=2", f"csv={out}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "predict.py"),
+            f"ckpt={checkpoint}",
+            f"inputs={tmp_path}",
+            "top_k=2",
+            f"csv={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "3 predicted, 1 unreadable" in result.stderr
     table = list(csv.DictReader(out.open()))
@@ -139,8 +154,9 @@ SESSION_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATU
 
 def hparams_request(url: str, route: str, request: dict) -> dict:
     """A request of TensorBoard's HPARAMS tab: its JSON POSTed to the hparams plugin."""
-    post = urllib.request.Request(f"{url}data/plugin/hparams/{route}", data=json.dumps(request).encode(),
-                                  headers={"Content-Type": "text/plain"})
+    post = urllib.request.Request(
+        f"{url}data/plugin/hparams/{route}", data=json.dumps(request).encode(), headers={"Content-Type": "text/plain"}
+    )
     with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(post) as response:
         return json.load(response)
 
@@ -148,9 +164,27 @@ def hparams_request(url: str, route: str, request: dict) -> dict:
 def hparams_table(logdir: Path) -> dict[str, dict]:
     """The HPARAMS tab's table as TensorBoard's own server serves it: session name → hparams and
     metric values. Loaded in full before it serves (blocking reload), so nothing depends on timing."""
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-                               "--port", "0", "--load_fast", "false", "--reload_task", "blocking", "--reload_interval", "0"],
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--load_fast",
+            "false",
+            "--reload_task",
+            "blocking",
+            "--reload_interval",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = []
         for line in server.stderr:  # "TensorBoard 2.x at http://127.0.0.1:<port>/ (Press CTRL+C to quit)"
@@ -162,13 +196,28 @@ def hparams_table(logdir: Path) -> dict[str, dict]:
         experiment = hparams_request(url, "experiment", {"experimentName": "", "hparamsLimit": 1000})
         columns = [{"hparam": info["name"], "includeInResult": True} for info in experiment.get("hparamInfos", [])]
         columns += [{"metric": info["name"], "includeInResult": True} for info in experiment.get("metricInfos", [])]
-        groups = hparams_request(url, "session_groups", {"experimentName": "", "allowedStatuses": SESSION_STATUSES,
-                                                         "colParams": columns, "startIndex": 0, "sliceSize": 1000})
+        groups = hparams_request(
+            url,
+            "session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": SESSION_STATUSES,
+                "colParams": columns,
+                "startIndex": 0,
+                "sliceSize": 1000,
+            },
+        )
     finally:
         server.terminate()
         server.wait()
-    return {session["name"]: {**group["hparams"], **{value["name"]["tag"]: value["value"] for value in group.get("metricValues", [])}}
-            for group in groups.get("sessionGroups", []) for session in group["sessions"]}
+    return {
+        session["name"]: {
+            **group["hparams"],
+            **{value["name"]["tag"]: value["value"] for value in group.get("metricValues", [])},
+        }
+        for group in groups.get("sessionGroups", [])
+        for session in group["sessions"]
+    }
 
 
 @pytest.mark.slow
@@ -179,12 +228,28 @@ def test_tensorboard_shows_every_run_of_a_sweep_with_its_final_metrics(colour_fo
     site.mkdir()
     (site / "sitecustomize.py").write_text(UNFLUSHED_EVENTS_ARE_LOST)
     env = {**offline_env, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), offline_env.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "-m", "model=small_cnn",
-                             "strategy=scratch,head_only", *TINY, f"data.root={colour_folder}", "trainer.max_epochs=1",
-                             f"paths.log_dir={tmp_path / 'logs'}"], env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            "-m",
+            "model=small_cnn",
+            "strategy=scratch,head_only",
+            *TINY,
+            f"data.root={colour_folder}",
+            "trainer.max_epochs=1",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = {path.parent: json.loads(path.read_text()) for path in (tmp_path / "logs").glob("multirun/*/*/*/metrics.json")}
+    runs = {
+        path.parent: json.loads(path.read_text()) for path in (tmp_path / "logs").glob("multirun/*/*/*/metrics.json")
+    }
     assert len(runs) == 2
     sweep = next(iter(runs)).parent
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TINY, TINY_WITH_WORKERS, compose_config
 from transferlab.classifier import ImageClassifier
 from transferlab.run import train
+
+from conftest import ROOT, TINY, TINY_WITH_WORKERS, compose_config
 
 TRAIN = [sys.executable, str(ROOT / "src" / "train.py")]
 
@@ -28,7 +29,10 @@ def run_train(overrides: list[str], env: dict, timeout: float = 300) -> subproce
 def trained_run(colour_folder, tmp_path_factory) -> tuple[Path, dict]:
     """head_only on the packaged EfficientNet-Lite0 weights, through the real configs."""
     output_dir = tmp_path_factory.mktemp("run")
-    cfg = compose_config([*TINY, f"data.root={colour_folder}", "trainer.max_epochs=3", "optimizer.lr=0.03", "data.image_size=64"], output_dir)
+    cfg = compose_config(
+        [*TINY, f"data.root={colour_folder}", "trainer.max_epochs=3", "optimizer.lr=0.03", "data.image_size=64"],
+        output_dir,
+    )
     return output_dir, train(cfg)
 
 
@@ -38,7 +42,12 @@ def test_a_run_leaves_metrics_checkpoints_and_tensorboard_logs(trained_run):
     assert saved == metrics
     for key in ("test/acc", "test/loss", "val/acc_best", "model/params/trainable", "model/params/total", "time/fit_s"):
         assert isinstance(saved[key], (int, float)), key
-    assert (saved["model"], saved["data"], saved["strategy"], saved["seed"]) == ("efficientnet_lite0", "image_folder", "head_only", 42)
+    assert (saved["model"], saved["data"], saved["strategy"], saved["seed"]) == (
+        "efficientnet_lite0",
+        "image_folder",
+        "head_only",
+        42,
+    )
     assert saved["model/params/trainable"] == 1280 * 3 + 3, "head_only: only the Linear head trains"
     assert saved["test/acc"] > 0.8, "pretrained features separate the colour classes (chance is 1/3)"
     assert (output_dir / "checkpoints" / "best.ckpt").is_file() and (output_dir / "checkpoints" / "last.ckpt").is_file()
@@ -68,7 +77,9 @@ def test_a_checkpoint_reloads_alone_and_predicts_the_same(trained_run, colour_fo
 def test_an_earlier_runs_checkpoint_is_the_next_runs_pretrained_backbone(trained_run, colour_folder, tmp_path):
     output_dir, _ = trained_run
     best = output_dir / "checkpoints" / "best.ckpt"
-    cfg = compose_config([*TINY, f"data.root={colour_folder}", f"model.weights={best}", "trainer.max_epochs=1"], tmp_path)
+    cfg = compose_config(
+        [*TINY, f"data.root={colour_folder}", f"model.weights={best}", "trainer.max_epochs=1"], tmp_path
+    )
     metrics = train(cfg)
     previous = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
     now = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
@@ -109,13 +120,25 @@ def test_unknown_model_exits_listing_the_valid_names(offline_env, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_metrics(colour_folder, offline_env, tmp_path):
-    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "data.image_size=48", "trainer.max_epochs=4"]
+    overrides = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "model=small_cnn",
+        "strategy=scratch",
+        "data.image_size=48",
+        "trainer.max_epochs=4",
+    ]
     reference = run_train([*overrides, f"hydra.run.dir={tmp_path / 'reference'}"], offline_env)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     run_dir = tmp_path / "killed"
-    process = subprocess.Popen([*TRAIN, *overrides, f"hydra.run.dir={run_dir}"], env=offline_env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*TRAIN, *overrides, f"hydra.run.dir={run_dir}"],
+        env=offline_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -136,23 +159,35 @@ def test_a_killed_run_resumes_to_the_same_metrics(colour_folder, offline_env, tm
 @pytest.mark.slow
 def test_a_multirun_sweep_gives_each_run_its_own_directory(colour_folder, offline_env, tmp_path):
     result = run_train(
-        ["-m", "model=small_cnn,efficientnet_lite0", "strategy=scratch,head_only", *TINY,
-         f"data.root={colour_folder}", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}"],
-        offline_env, timeout=600,
+        [
+            "-m",
+            "model=small_cnn,efficientnet_lite0",
+            "strategy=scratch,head_only",
+            *TINY,
+            f"data.root={colour_folder}",
+            "trainer.max_epochs=1",
+            f"paths.log_dir={tmp_path}",
+        ],
+        offline_env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.parent for p in tmp_path.glob("multirun/*/*/*/metrics.json"))
     assert len(runs) == 4
-    combos = {(json.loads((r / "metrics.json").read_text())["model"], json.loads((r / "metrics.json").read_text())["strategy"]) for r in runs}
+    combos = {
+        (
+            json.loads((r / "metrics.json").read_text())["model"],
+            json.loads((r / "metrics.json").read_text())["strategy"],
+        )
+        for r in runs
+    }
     assert combos == {(m, s) for m in ("small_cnn", "efficientnet_lite0") for s in ("scratch", "head_only")}
     for run in runs:
         assert (run / "checkpoints" / "best.ckpt").is_file() and list((run / "tensorboard").glob("events.*"))
     assert not list(tmp_path.glob("runs")), "no stray single-run directories"
 
 
-@pytest.mark.parametrize(
-    "strategy", ["head_only", "full_finetune", "top_blocks", "two_phase", "scratch"]
-)
+@pytest.mark.parametrize("strategy", ["head_only", "full_finetune", "top_blocks", "two_phase", "scratch"])
 def test_every_strategy_runs_through_the_configs(strategy, colour_folder, tmp_path):
     extra = ["strategy.head_epochs=1"] if strategy == "two_phase" else []
     overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", f"strategy={strategy}", *extra]
@@ -171,9 +206,21 @@ def test_ddp_inside_a_multirun_keeps_each_run_in_its_own_directory(colour_folder
     """Lightning's DDP launcher re-runs the command line for rank 1; under `-m` that used to start
     a second sweep in a stray directory (Lightning #11300). Two runs × two CPU processes (gloo)."""
     result = run_train(
-        ["-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false", "model=small_cnn", "strategy=scratch,head_only",
-         *TINY, f"data.root={colour_folder}", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}"],
-        offline_env, timeout=600,
+        [
+            "-m",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.sync_batchnorm=false",
+            "model=small_cnn",
+            "strategy=scratch,head_only",
+            *TINY,
+            f"data.root={colour_folder}",
+            "trainer.max_epochs=1",
+            f"paths.log_dir={tmp_path}",
+        ],
+        offline_env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweeps = list(tmp_path.glob("multirun/*/*"))
@@ -202,9 +249,21 @@ def test_sweeps_run_through_the_joblib_and_submitit_launchers(launcher, colour_f
     """With the default DataLoader workers: each job starts them in the launcher's process (a loky
     worker for joblib), for its image loaders (scratch) and its feature-cache pass (head_only)."""
     options = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
-    result = run_train(["-m", f"hydra/launcher={launcher}", *options, "model=small_cnn", "strategy=scratch,head_only",
-                        *TINY_WITH_WORKERS, f"data.root={colour_folder}", "trainer.max_epochs=1",
-                        f"paths.log_dir={tmp_path}"], offline_env, timeout=600)
+    result = run_train(
+        [
+            "-m",
+            f"hydra/launcher={launcher}",
+            *options,
+            "model=small_cnn",
+            "strategy=scratch,head_only",
+            *TINY_WITH_WORKERS,
+            f"data.root={colour_folder}",
+            "trainer.max_epochs=1",
+            f"paths.log_dir={tmp_path}",
+        ],
+        offline_env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     strategies = sorted(json.loads(p.read_text())["strategy"] for p in tmp_path.glob("multirun/*/*/*/metrics.json"))
     assert strategies == ["head_only", "scratch"]
@@ -212,9 +271,20 @@ def test_sweeps_run_through_the_joblib_and_submitit_launchers(launcher, colour_f
 
 @pytest.mark.slow
 def test_optuna_searches_lr_weight_decay_and_strategy_on_validation_accuracy(colour_folder, offline_env, tmp_path):
-    result = run_train(["hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
-                        "model=small_cnn", *TINY, f"data.root={colour_folder}", "trainer.max_epochs=1",
-                        f"paths.log_dir={tmp_path}"], offline_env, timeout=600)
+    result = run_train(
+        [
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            "model=small_cnn",
+            *TINY,
+            f"data.root={colour_folder}",
+            "trainer.max_epochs=1",
+            f"paths.log_dir={tmp_path}",
+        ],
+        offline_env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/metrics.json")]
     assert len(runs) == 3
@@ -235,7 +305,9 @@ def test_compile_traces_the_backbone_and_keeps_plain_checkpoints(tiny_overrides,
     plain = train(compose_config(base, tmp_path / "plain"))
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    compiled = train(compose_config([*base, "compile.enabled=true", "compile.backend=aot_eager"], tmp_path / "compiled"))
+    compiled = train(
+        compose_config([*base, "compile.enabled=true", "compile.backend=aot_eager"], tmp_path / "compiled")
+    )
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     assert compiled["test/acc"] == plain["test/acc"]
     assert compiled["test/loss"] == pytest.approx(plain["test/loss"], abs=1e-3)
@@ -248,8 +320,16 @@ def test_bf16_mixed_precision_trains_and_keeps_float32_weights(strategy, tiny_ov
     """trainer.precision=bf16-mixed (trainer=gpu's default) through the whole run, on CPU autocast:
     images (scratch) and cached features (head_only) alike."""
     model = "model=small_cnn" if strategy == "scratch" else "model=efficientnet_lite0"
-    overrides = [*tiny_overrides, model, f"strategy={strategy}", "optimizer.lr=0.01", "trainer.max_epochs=3",
-                 "trainer.precision=bf16-mixed", "feature_cache.dir=null", "data.image_size=64"]
+    overrides = [
+        *tiny_overrides,
+        model,
+        f"strategy={strategy}",
+        "optimizer.lr=0.01",
+        "trainer.max_epochs=3",
+        "trainer.precision=bf16-mixed",
+        "feature_cache.dir=null",
+        "data.image_size=64",
+    ]
     metrics = train(compose_config(overrides, tmp_path))
     assert metrics["test/acc"] > 0.8  # three colours: chance is 1/3
     state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
@@ -305,8 +385,9 @@ def test_test_loss_is_the_mean_over_images_not_over_batches(trained_run, colour_
 
     output_dir, metrics = trained_run
     module = ImageClassifier.load_from_checkpoint(output_dir / "checkpoints" / "best.ckpt", map_location="cpu").eval()
-    datamodule = ImageFolderDataModule(root=str(colour_folder), data_config=module.backbone.data_config, image_size=64,
-                                       batch_size=16, num_workers=0)
+    datamodule = ImageFolderDataModule(
+        root=str(colour_folder), data_config=module.backbone.data_config, image_size=64, batch_size=16, num_workers=0
+    )
     datamodule.setup()
     losses = []
     with torch.no_grad():
@@ -337,16 +418,31 @@ def test_predict_with_a_truncated_checkpoint_exits_with_one_line(trained_run, of
     whole = (output_dir / "checkpoints" / "best.ckpt").read_bytes()
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(whole[:1000])
-    result = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={cut}", f"inputs={tmp_path}"],
-                            env=offline_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={cut}", f"inputs={tmp_path}"],
+        env=offline_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert f"ckpt={cut} is not a readable checkpoint" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_zero_epochs_is_one_clear_error_not_infinity_in_metrics_json(offline_env, tmp_path, colour_folder):
-    result = run_train([*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "trainer.max_epochs=0",
-                        f"hydra.run.dir={tmp_path}"], offline_env)
+    result = run_train(
+        [
+            *TINY,
+            f"data.root={colour_folder}",
+            "model=small_cnn",
+            "strategy=scratch",
+            "trainer.max_epochs=0",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        offline_env,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "trainer.max_epochs=0: train at least one epoch" in output
     assert "Traceback" not in output

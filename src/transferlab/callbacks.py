@@ -60,8 +60,9 @@ class SampleGrid(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         size = len(trainer.datamodule.splits["train"].labels)
-        log_training_views(trainer, "train/samples", [(0, index) for index in range(min(self.count, size))],
-                           lambda key, name: name)
+        log_training_views(
+            trainer, "train/samples", [(0, index) for index in range(min(self.count, size))], lambda key, name: name
+        )
 
 
 class EvaluationFigures(Callback):
@@ -74,8 +75,12 @@ class EvaluationFigures(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Keys (epoch, 0): the augmentations image 0 really gets in epochs 0..8.
-        log_training_views(trainer, "train/augmentation", [(epoch, 0) for epoch in range(9)],
-                           lambda key, name: f"{name} · epoch {key[0]}")
+        log_training_views(
+            trainer,
+            "train/augmentation",
+            [(epoch, 0) for epoch in range(9)],
+            lambda key, name: f"{name} · epoch {key[0]}",
+        )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -90,8 +95,9 @@ class EvaluationFigures(Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.mistakes = []
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
-                          dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         # The test loader is unshuffled and each rank takes every world_size-th image (EpochSampler):
         # the i-th image this rank sees is test image i × world_size + rank.
         loader = trainer.test_dataloaders

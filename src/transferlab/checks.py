@@ -60,7 +60,9 @@ class Rule:
         if self.kind in (int, float):
             lower = f"> {self.low:g}" if self.open_low else f"≥ {self.low:g}"
             upper = f"< {self.high:g}" if self.open_high else f"≤ {self.high:g}"
-            bounds = [b for b, finite in ((lower, math.isfinite(self.low)), (upper, math.isfinite(self.high))) if finite]
+            bounds = [
+                b for b, finite in ((lower, math.isfinite(self.low)), (upper, math.isfinite(self.high))) if finite
+            ]
             text += f" {' and '.join(bounds)}" if bounds else ""
         extras = [*(str(v) for v in self.also), *(["null"] if self.optional else [])]
         return text + (f" (or {', '.join(extras)})" if extras else "")
@@ -96,8 +98,13 @@ RULES: dict[str, Rule] = {
     "optimizer.weight_decay": Rule(float, 0),
     "optimizer.momentum": fraction(),
     # -1: Lightning's "until max_steps".
-    "trainer.max_epochs": Rule(int, 1, optional=True, also=(-1,), advice="train at least one epoch (a run without "
-                               "one has no validation score and no checkpoint to test)"),
+    "trainer.max_epochs": Rule(
+        int,
+        1,
+        optional=True,
+        also=(-1,),
+        advice="train at least one epoch (a run without one has no validation score and no checkpoint to test)",
+    ),
     "trainer.log_every_n_steps": Rule(int, 1),
     "trainer.num_nodes": Rule(int, 1),
     "trainer.accumulate_grad_batches": Rule(int, 1),
@@ -147,10 +154,15 @@ def check_arguments(section: str, node: DictConfig) -> None:
         if key.startswith("_"):
             continue
         if key not in parameters and not takes_any:
-            accepted = [name for name, p in parameters.items() if name not in ("self", "params", "optimizer", "data_config")
-                        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-            raise TransferlabError(f"{section}.{key}: {target.__name__} takes no option {key!r}; "
-                                   f"it takes {', '.join(accepted) or 'none'}")
+            accepted = [
+                name
+                for name, p in parameters.items()
+                if name not in ("self", "params", "optimizer", "data_config")
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+            raise TransferlabError(
+                f"{section}.{key}: {target.__name__} takes no option {key!r}; it takes {', '.join(accepted) or 'none'}"
+            )
         hint = hints.get(key)
         if hint is not None and not _matches(value, hint):
             raise TransferlabError(f"{section}.{key}={_shown(value)}: expected {_hint_text(hint)}")
@@ -236,7 +248,9 @@ def _reason(error: Exception) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def check_options(arguments: list[str], rules: dict[str, Rule], usage: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+def check_options(
+    arguments: list[str], rules: dict[str, Rule], usage: str, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The key=value options of a script that is not a Hydra app (predict, export): known keys only,
     the required ones present, each value of its rule's type and range; else one line with the usage."""
     options: dict[str, Any] = {}

@@ -83,11 +83,13 @@ class ImageClassifier(L.LightningModule):
         # For the figures and the per-class report (callbacks.EvaluationFigures, metrics.json).
         self.val_confusion = MulticlassConfusionMatrix(num_classes, **checked)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, **checked)
-        self.test_per_class = MetricCollection({
-            "precision": MulticlassPrecision(num_classes, average=None, **checked),
-            "recall": MulticlassRecall(num_classes, average=None, **checked),
-            "f1": MulticlassF1Score(num_classes, average=None, **checked),
-        })
+        self.test_per_class = MetricCollection(
+            {
+                "precision": MulticlassPrecision(num_classes, average=None, **checked),
+                "recall": MulticlassRecall(num_classes, average=None, **checked),
+                "f1": MulticlassF1Score(num_classes, average=None, **checked),
+            }
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._logits(images)[0]
@@ -112,7 +114,9 @@ class ImageClassifier(L.LightningModule):
             return self.head(batch.features), None
         return self._logits(batch[0])
 
-    def _step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(
+        self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch[1]
         logits, aux_logits = self._batch_logits(batch)
         loss = F.cross_entropy(logits, labels)

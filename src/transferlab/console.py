@@ -44,16 +44,20 @@ _WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
 
 # Lightning's info lines (rank_zero_info) that are noise here. Kept: "GPU available: …, used: …"
 # (which device trains), "Seed set to …", why fit stopped, which checkpoint is tested.
-_LIGHTNING_INFO_DROPPED = re.compile("|".join((
-    # Advertising: litlogger, litmodels.
-    r"💡 Tip:",
-    # Accelerators that are absent (one that is present is still shown). IPU, HPU: older Lightning.
-    r"(TPU|IPU|HPU) available: False",
-    # Lightning saying it uses the ModelSummary of conf/callbacks/default.yaml instead of its own.
-    r"Trainer already configured with model summary callbacks",
-    # Said again by the next line ("Loaded model weights from …" / "Restored all states from …").
-    r"Restoring states from the checkpoint path at",
-)))
+_LIGHTNING_INFO_DROPPED = re.compile(
+    "|".join(
+        (
+            # Advertising: litlogger, litmodels.
+            r"💡 Tip:",
+            # Accelerators that are absent (one that is present is still shown). IPU, HPU: older Lightning.
+            r"(TPU|IPU|HPU) available: False",
+            # Lightning saying it uses the ModelSummary of conf/callbacks/default.yaml instead of its own.
+            r"Trainer already configured with model summary callbacks",
+            # Said again by the next line ("Loaded model weights from …" / "Restored all states from …").
+            r"Restoring states from the checkpoint path at",
+        )
+    )
+)
 # rank_zero_info logs through one of these, whichever Lightning package was imported last.
 _LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -156,13 +160,19 @@ class EpochLine(L.Callback):
         metrics = trainer.callback_metrics
 
         def pair(split: str) -> str:
-            values = [f"{name} {float(metrics[f'{split}/{name}']):.3f}" for name in ("loss", "acc")
-                      if f"{split}/{name}" in metrics]
+            values = [
+                f"{name} {float(metrics[f'{split}/{name}']):.3f}"
+                for name in ("loss", "acc")
+                if f"{split}/{name}" in metrics
+            ]
             return f"{split} {' '.join(values)}" if values else ""
 
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-        parts = [f"epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else ""),
-                 pair("train"), pair("val") if self._validated else "",
-                 f"lr {self._lr:.1e}" if self._lr is not None else "",
-                 f"{time.perf_counter() - self._started:.1f} s"]
+        parts = [
+            f"epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else ""),
+            pair("train"),
+            pair("val") if self._validated else "",
+            f"lr {self._lr:.1e}" if self._lr is not None else "",
+            f"{time.perf_counter() - self._started:.1f} s",
+        ]
         return "  ".join(part for part in parts if part)

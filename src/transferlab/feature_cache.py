@@ -188,7 +188,9 @@ def resumes_after(checkpoint: Path | None, frozen_epochs: int | None) -> bool:
     return saved_epoch + 1 >= frozen_epochs  # `epoch` is the last finished one
 
 
-def cache_features(module, datamodule, views: int, directory: Path | str | None, until_epoch: int | None = None) -> None:
+def cache_features(
+    module, datamodule, views: int, directory: Path | str | None, until_epoch: int | None = None
+) -> None:
     """Give `datamodule` feature loaders instead of image loaders for every split, for the whole
     run or (`until_epoch`) for the first epochs only: then the test split runs on images."""
     augmenting = datamodule.augment.enabled
@@ -199,8 +201,12 @@ def cache_features(module, datamodule, views: int, directory: Path | str | None,
         features = split_features(module, datamodule, split, augment, views if augment else 1, folder)
         splits[split] = FeatureViews(features, datamodule.splits[split].labels)
     datamodule.cached_features = CachedFeatures(splits, until_epoch)
-    log.info("feature cache: the head trains on frozen %s features (%d augmented view(s) of the training set)%s",
-             module.backbone.name, views if augmenting else 1, f" for {until_epoch} epoch(s)" if until_epoch else "")
+    log.info(
+        "feature cache: the head trains on frozen %s features (%d augmented view(s) of the training set)%s",
+        module.backbone.name,
+        views if augmenting else 1,
+        f" for {until_epoch} epoch(s)" if until_epoch else "",
+    )
 
 
 class BackToImages(Callback):

@@ -39,7 +39,14 @@ def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str) -
     if len(class_names) <= 20:
         threshold = counts.max() / 2 if counts.size else 0
         for (row, col), value in np.ndenumerate(counts):
-            axis.text(col, row, int(value), ha="center", va="center", fontsize=7,
-                      color="white" if value > threshold else "black")
+            axis.text(
+                col,
+                row,
+                int(value),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > threshold else "black",
+            )
     figure.tight_layout()
     return figure

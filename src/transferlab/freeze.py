@@ -42,7 +42,9 @@ def set_trainable(modules: list[nn.Module], trainable: bool) -> None:
 def block_paths(pl_module: L.LightningModule, blocks: slice) -> list[str]:
     """Module paths (in the LightningModule) of a slice of the backbone's blocks."""
     prefix = "backbone.features"
-    return [f"{prefix}.{path}" if path else prefix for paths in pl_module.backbone.block_paths[blocks] for path in paths]
+    return [
+        f"{prefix}.{path}" if path else prefix for paths in pl_module.backbone.block_paths[blocks] for path in paths
+    ]
 
 
 def reinitialise(modules: list[nn.Module]) -> None:
@@ -107,7 +109,9 @@ class FreezePolicy(BaseFinetuning):
         for path in self.inference_mode:
             pl_module.get_submodule(path).eval()
 
-    def add_param_group(self, pl_module: L.LightningModule, optimizer: Optimizer, modules: list[nn.Module], lr: float) -> None:
+    def add_param_group(
+        self, pl_module: L.LightningModule, optimizer: Optimizer, modules: list[nn.Module], lr: float
+    ) -> None:
         """Make `modules` trainable and give the optimizer (and its schedulers) those not yet in it."""
         set_trainable(modules, True)
         known = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -119,7 +123,12 @@ class FreezePolicy(BaseFinetuning):
             if config.scheduler.optimizer is optimizer:
                 config.scheduler.base_lrs.append(lr)
                 internals.append_last_lr(config.scheduler, lr)
-        log.info("epoch %d: %d parameters join the optimizer at lr %.2e", pl_module.current_epoch, sum(p.numel() for p in params), lr)
+        log.info(
+            "epoch %d: %d parameters join the optimizer at lr %.2e",
+            pl_module.current_epoch,
+            sum(p.numel() for p in params),
+            lr,
+        )
 
 
 class HeadOnly(FreezePolicy):
@@ -280,7 +289,9 @@ class Auto(FreezePolicy):
     def __init__(self, many_per_class: int = 100, similar: float = 0.7, top_n: int = 2, max_images: int = 2000) -> None:
         super().__init__()
         if max_images < 1:
-            raise TransferlabError(f"strategy.max_images={max_images}: choose how many training images the linear probe may use (default 2000)")
+            raise TransferlabError(
+                f"strategy.max_images={max_images}: choose how many training images the linear probe may use (default 2000)"
+            )
         self.many_per_class, self.similar, self.top_n, self.max_images = many_per_class, similar, top_n, max_images
         self.chosen: FreezePolicy | None = None
         self.decision: dict[str, float | str] = {}
@@ -329,23 +340,39 @@ class Auto(FreezePolicy):
             "auto/similar": self.similar,
             "auto/choice": self.chosen.name,
         }
-        log.info("strategy=auto: linear probe on %d of %d training images (seed %d; per class: %s)",
-                 counts.sum(), len(labels), datamodule.seed, per_class_text(datamodule.class_names, counts))
+        log.info(
+            "strategy=auto: linear probe on %d of %d training images (seed %d; per class: %s)",
+            counts.sum(),
+            len(labels),
+            datamodule.seed,
+            per_class_text(datamodule.class_names, counts),
+        )
         log.info(
             "strategy=auto: %.1f images per class (%s ≥ %d), similarity %.3f (%s ≥ %.2f) → %s",
-            per_class, "many" if many else "few", self.many_per_class, similarity,
-            "similar" if similar else "different", self.similar, self.chosen.name,
+            per_class,
+            "many" if many else "few",
+            self.many_per_class,
+            similarity,
+            "similar" if similar else "different",
+            self.similar,
+            self.chosen.name,
         )
 
-    def probe_features(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+    def probe_features(
+        self, pl_module: L.LightningModule, datamodule: L.LightningDataModule
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen features of a seeded, stratified sample of the training split (its evaluation
         transform), chosen by index: a split stored class by class has every class in it."""
         from transferlab.transferability import frozen_features, probe_sample
 
         indices = probe_sample(datamodule.splits["train"].labels, self.max_images, datamodule.seed)
         images = Subset(datamodule.image_dataset("train", augment=False), indices.tolist())
-        loader = DataLoader(images, batch_size=datamodule.batch_size, num_workers=datamodule.num_workers,
-                            pin_memory=datamodule.pin_memory)
+        loader = DataLoader(
+            images,
+            batch_size=datamodule.batch_size,
+            num_workers=datamodule.num_workers,
+            pin_memory=datamodule.pin_memory,
+        )
         pl_module.backbone.eval()
         return frozen_features(pl_module.features, loader, device=pl_module.device)
 
@@ -357,7 +384,9 @@ def check_probe_classes(labels: list[int], class_names: list[str]) -> None:
     """The probe tells classes apart by cross-validation: 2 classes, 2 training images of each."""
     counts = np.bincount(labels, minlength=len(class_names))
     if len(class_names) < 2:
-        raise TransferlabError("strategy=auto needs at least 2 classes to measure similarity (choose another strategy=)")
+        raise TransferlabError(
+            "strategy=auto needs at least 2 classes to measure similarity (choose another strategy=)"
+        )
     if counts.min() < 2:
         name = class_names[int(counts.argmin())]
         raise TransferlabError(

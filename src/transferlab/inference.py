@@ -6,13 +6,12 @@ from pathlib import Path
 
 import torch
 
-from transferlab.transforms import DataConfig
 from transferlab.classifier import ImageClassifier
-from transferlab.data.images import load_rgb
 from transferlab.data.folder import IMAGE_SUFFIXES
+from transferlab.data.images import load_rgb
 from transferlab.data.scan import problem_with
 from transferlab.errors import TransferlabError
-from transferlab.transforms import build_transforms
+from transferlab.transforms import DataConfig, build_transforms
 from transferlab.weights import read_checkpoint
 
 

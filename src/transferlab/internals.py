@@ -75,54 +75,92 @@ class Internal:
             f"{self.library} {version} has no {what or self.where}, a private attribute transferlab uses to "
             f"{self.used_for}: install a {self.library} version that has it ({pin}, the version transferlab was "
             f"checked with){f', or {self.workaround}' if self.workaround else ''}, and report this to "
-            f"transferlab's maintainers (src/transferlab/internals.py)")
+            f"transferlab's maintainers (src/transferlab/internals.py)"
+        )
 
 
-REBUILD_WORKAROUND = ("train in one process, or with a strategy whose trainable parameters do not change mid-run "
-                      "(not two_phase or gradual)")
+REBUILD_WORKAROUND = (
+    "train in one process, or with a strategy whose trainable parameters do not change mid-run "
+    "(not two_phase or gradual)"
+)
 
 FABRIC_HYDRA_COMMAND = Internal(
-    "lightning", "lightning.fabric.strategies.launchers.subprocess_script", "_hydra_subprocess_cmd",
+    "lightning",
+    "lightning.fabric.strategies.launchers.subprocess_script",
+    "_hydra_subprocess_cmd",
     "start the DDP child processes of a Hydra run or sweep job with that job's own overrides and output "
-    "directory (transferlab.ddp.install replaces it)")
+    "directory (transferlab.ddp.install replaces it)",
+)
 TRAINER_HYDRA_COMMAND = Internal(
-    "lightning", "lightning.pytorch.strategies.launchers.subprocess_script", "_hydra_subprocess_cmd",
+    "lightning",
+    "lightning.pytorch.strategies.launchers.subprocess_script",
+    "_hydra_subprocess_cmd",
     "start the DDP child processes of a Hydra run or sweep job with that job's own overrides and output "
-    "directory (transferlab.ddp.install replaces it)")
+    "directory (transferlab.ddp.install replaces it)",
+)
 DDP_STRATEGY_SETUP_MODEL = Internal(
-    "lightning", "lightning.pytorch.strategies:DDPStrategy", "_setup_model",
+    "lightning",
+    "lightning.pytorch.strategies:DDPStrategy",
+    "_setup_model",
     "rebuild the DistributedDataParallel wrapper when a phase change makes more parameters trainable "
     "(transferlab.parallel.follow_trainable)",
-    workaround=REBUILD_WORKAROUND)
+    workaround=REBUILD_WORKAROUND,
+)
 DDP_STRATEGY_REGISTER_HOOKS = Internal(
-    "lightning", "lightning.pytorch.strategies:DDPStrategy", "_register_ddp_hooks",
+    "lightning",
+    "lightning.pytorch.strategies:DDPStrategy",
+    "_register_ddp_hooks",
     "register the user's DDP communication hook on a rebuilt wrapper (transferlab.parallel.follow_trainable)",
-    workaround=REBUILD_WORKAROUND)
+    workaround=REBUILD_WORKAROUND,
+)
 DDP_REMOVE_AUTOGRAD_HOOKS = Internal(
-    "torch", "torch.nn.parallel:DistributedDataParallel", "_remove_autograd_hooks",
+    "torch",
+    "torch.nn.parallel:DistributedDataParallel",
+    "_remove_autograd_hooks",
     "stop the old wrapper's reducer from all-reducing gradients once it is replaced "
     "(transferlab.parallel.follow_trainable)",
-    workaround=REBUILD_WORKAROUND)
+    workaround=REBUILD_WORKAROUND,
+)
 SCHEDULER_LAST_LR = Internal(
-    "torch", "torch.optim.lr_scheduler:LRScheduler", "_last_lr",
+    "torch",
+    "torch.optim.lr_scheduler:LRScheduler",
+    "_last_lr",
     "give a parameter group that joins the optimizer mid-run (two_phase, gradual) its learning rate in the "
-    "scheduler too (transferlab.freeze.FreezePolicy.add_param_group)", instance=_new_scheduler,
-    workaround="train with scheduler=none")
+    "scheduler too (transferlab.freeze.FreezePolicy.add_param_group)",
+    instance=_new_scheduler,
+    workaround="train with scheduler=none",
+)
 BATCHNORM_BASE = Internal(
-    "torch", "torch.nn.modules.batchnorm", "_BatchNorm",
-    "recognise every BatchNorm layer to synchronise (transferlab.sync_batchnorm)")
+    "torch",
+    "torch.nn.modules.batchnorm",
+    "_BatchNorm",
+    "recognise every BatchNorm layer to synchronise (transferlab.sync_batchnorm)",
+)
 MODULE_PARAMETERS = Internal(
-    "torch", "torch.nn:Module", "_parameters",
-    "put the synchronised layers' tensors back into the original BatchNorm modules "
-    "(transferlab.sync_batchnorm revert)", instance=_new_module)
+    "torch",
+    "torch.nn:Module",
+    "_parameters",
+    "put the synchronised layers' tensors back into the original BatchNorm modules (transferlab.sync_batchnorm revert)",
+    instance=_new_module,
+)
 MODULE_BUFFERS = Internal(
-    "torch", "torch.nn:Module", "_buffers",
-    "put the synchronised layers' buffers back into the original BatchNorm modules "
-    "(transferlab.sync_batchnorm revert)", instance=_new_module)
+    "torch",
+    "torch.nn:Module",
+    "_buffers",
+    "put the synchronised layers' buffers back into the original BatchNorm modules (transferlab.sync_batchnorm revert)",
+    instance=_new_module,
+)
 
 INTERNALS: tuple[Internal, ...] = (
-    FABRIC_HYDRA_COMMAND, TRAINER_HYDRA_COMMAND, DDP_STRATEGY_SETUP_MODEL, DDP_STRATEGY_REGISTER_HOOKS,
-    DDP_REMOVE_AUTOGRAD_HOOKS, SCHEDULER_LAST_LR, BATCHNORM_BASE, MODULE_PARAMETERS, MODULE_BUFFERS,
+    FABRIC_HYDRA_COMMAND,
+    TRAINER_HYDRA_COMMAND,
+    DDP_STRATEGY_SETUP_MODEL,
+    DDP_STRATEGY_REGISTER_HOOKS,
+    DDP_REMOVE_AUTOGRAD_HOOKS,
+    SCHEDULER_LAST_LR,
+    BATCHNORM_BASE,
+    MODULE_PARAMETERS,
+    MODULE_BUFFERS,
 )
 
 

@@ -95,8 +95,11 @@ def follow_trainable(trainer: L.Trainer, wrapped_with: frozenset[str]) -> frozen
     remove_autograd_hooks()  # the old reducer must not all-reduce (or wait for) gradients any more
     strategy.model = setup_model(old.module)  # broadcasts rank 0's parameters and buffers
     register_ddp_hooks()  # the user's communication hook (CUDA), as Lightning registers it
-    log.info("DDP: %d trainable parameter tensors now (%d before): wrapper rebuilt, ranks start from rank 0's weights",
-             len(now), len(wrapped_with))
+    log.info(
+        "DDP: %d trainable parameter tensors now (%d before): wrapper rebuilt, ranks start from rank 0's weights",
+        len(now),
+        len(wrapped_with),
+    )
     return now
 
 
@@ -131,4 +134,5 @@ def check_ranks_in_sync(module: nn.Module) -> None:
             if expected != actual:
                 raise TransferlabError(
                     f"DDP ranks out of sync after fit: parameter '{name}' differs between rank 0 and rank {rank} "
-                    f"(each process trained its own copy; the checkpoint holds rank 0's)")
+                    f"(each process trained its own copy; the checkpoint holds rank 0's)"
+                )

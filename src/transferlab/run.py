@@ -26,7 +26,9 @@ def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     run_dir = Path(cfg.resume)
     saved, last = run_dir / ".hydra" / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
     if not saved.is_file() or not last.is_file():
-        raise TransferlabError(f"resume={run_dir}: expected a run directory with {saved.relative_to(run_dir)} and {last.relative_to(run_dir)}")
+        raise TransferlabError(
+            f"resume={run_dir}: expected a run directory with {saved.relative_to(run_dir)} and {last.relative_to(run_dir)}"
+        )
     others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     if others:
         raise TransferlabError(f"resume continues a run with its saved config; drop the other overrides {others}")
@@ -47,8 +49,14 @@ def job_devices(job_number: int, gpu_count: int | None = None) -> list[int]:
 def hyperparameters(cfg: DictConfig, strategy: str) -> dict:
     """Flat primitives for TensorBoard's hparams tab."""
     choices = HydraConfig.get().runtime.choices
-    flat = {"model": cfg.model.name, "data": choices.get("data"), "strategy": strategy,
-            "optimizer": choices.get("optimizer"), "scheduler": choices.get("scheduler"), "seed": cfg.seed}
+    flat = {
+        "model": cfg.model.name,
+        "data": choices.get("data"),
+        "strategy": strategy,
+        "optimizer": choices.get("optimizer"),
+        "scheduler": choices.get("scheduler"),
+        "seed": cfg.seed,
+    }
     for section in ("model", "strategy", "optimizer", "data"):
         for key, value in OmegaConf.to_container(cfg[section], resolve=True).items():
             if not key.startswith("_") and isinstance(value, (int, float, str, bool)):
@@ -72,8 +80,14 @@ def train(cfg: DictConfig) -> dict:
         if not parallel.is_global_zero():
             raise  # under DDP, rank 0 reports
         choices = HydraConfig.get().runtime.choices
-        failed = {"status": "failed", "error": f"{type(error).__name__}: {error}", "model": cfg.model.get("name"),
-                  "data": choices.get("data"), "strategy": choices.get("strategy"), "seed": cfg.seed}
+        failed = {
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "model": cfg.model.get("name"),
+            "data": choices.get("data"),
+            "strategy": choices.get("strategy"),
+            "seed": cfg.seed,
+        }
         (output_dir / "metrics.json").write_text(json.dumps(failed, indent=2) + "\n")
         raise
     finally:
@@ -103,7 +117,9 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
         module.backbone.compile(backend=cfg.compile.backend, mode=cfg.compile.mode, dynamic=False)
-    feature_switch = build.feature_cache(cfg).attach(module, datamodule, policy.frozen_backbone_epochs, checkpoint_to_resume)
+    feature_switch = build.feature_cache(cfg).attach(
+        module, datamodule, policy.frozen_backbone_epochs, checkpoint_to_resume
+    )
     placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
     trainer = build.trainer(cfg, build.callbacks(cfg, policy, *feature_switch), build.loggers(cfg), **placement)
 
@@ -139,7 +155,9 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         **{k: v for k, v in test_metrics.items() if k.count("/") == 2},  # per class: test/f1/<class>
     }
     if trainer.is_global_zero:
-        log_final_hparams(trainer.loggers, hyperparameters(cfg, policy.name), {k: metrics[k] for k in ("test/acc", "val/acc_best")})
+        log_final_hparams(
+            trainer.loggers, hyperparameters(cfg, policy.name), {k: metrics[k] for k in ("test/acc", "val/acc_best")}
+        )
         # Strict JSON: a value that is not a finite number would make the file unreadable to JSON parsers.
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], output_dir)

@@ -39,5 +39,8 @@ class PlatformStartMethod(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         replaced = restore_platform_start_method()
         if replaced is not None:
-            log.info("this job starts its processes (DataLoader workers) with the %s start method, not the "
-                     "launcher's %s", multiprocessing.get_start_method(), replaced)
+            log.info(
+                "this job starts its processes (DataLoader workers) with the %s start method, not the launcher's %s",
+                multiprocessing.get_start_method(),
+                replaced,
+            )

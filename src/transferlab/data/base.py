@@ -52,7 +52,9 @@ class LabelledImages(Dataset):
     sample in that epoch a function of (seed, epoch, index) alone, so a resumed run, any
     number of workers and persistent workers all see exactly the same augmented images."""
 
-    def __init__(self, split: Split, transform: Callable, seed: int, decoded: Sequence[np.ndarray] | None = None) -> None:
+    def __init__(
+        self, split: Split, transform: Callable, seed: int, decoded: Sequence[np.ndarray] | None = None
+    ) -> None:
         self.split = split
         self.transform = transform
         self.seed = seed
@@ -178,7 +180,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def _split_pool(self, pool: Split) -> dict[str, Split]:
         train_f, val_f, test_f = self.split_fractions
         if min(self.split_fractions) <= 0 or sum(self.split_fractions) > 1 + 1e-9:
-            raise TransferlabError(f"split_fractions={list(self.split_fractions)}: need three positive fractions summing to ≤ 1")
+            raise TransferlabError(
+                f"split_fractions={list(self.split_fractions)}: need three positive fractions summing to ≤ 1"
+            )
         used = pool
         if sum(self.split_fractions) < 1 - 1e-9:  # e.g. the notes' 40/10/10 of cats_vs_dogs
             _, used = holdout(pool.images, pool.labels, sum(self.split_fractions), self.seed)
@@ -200,8 +204,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
         images = self.splits[split].images
         if id(self.splits[split]) not in self.decoded:
             self.decoded[id(self.splits[split])] = decode_images(
-                images, resize_size(self.data_config), self.data_config.interpolation, self.decode_cache,
-                self.decode_cache_dir, self.num_workers, name=f"{type(self).__name__}-{split}")
+                images,
+                resize_size(self.data_config),
+                self.data_config.interpolation,
+                self.decode_cache,
+                self.decode_cache_dir,
+                self.num_workers,
+                name=f"{type(self).__name__}-{split}",
+            )
         return self.decoded[id(self.splits[split])]
 
     def loader(self, split: str, augment: bool) -> DataLoader:
@@ -227,11 +237,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
         run on N processes trains on the batches of a one-process run. Every process needs at least
         one image of each split (a process without evaluation batches would leave the others waiting)."""
         if self.batch_size % world:
-            raise TransferlabError(f"data.batch_size={self.batch_size} is the global batch, shared by {world} processes: "
-                                   f"choose a multiple of {world}")
+            raise TransferlabError(
+                f"data.batch_size={self.batch_size} is the global batch, shared by {world} processes: "
+                f"choose a multiple of {world}"
+            )
         if size < world:
-            raise TransferlabError(f"the {split} split has {size} images for {world} processes: every process needs "
-                                   f"at least one (use fewer devices or more data)")
+            raise TransferlabError(
+                f"the {split} split has {size} images for {world} processes: every process needs "
+                f"at least one (use fewer devices or more data)"
+            )
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", augment=True)

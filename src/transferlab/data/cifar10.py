@@ -23,8 +23,16 @@ def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
 
 
 class CIFAR10DataModule(ImageClassificationDataModule):
-    def __init__(self, url: str, filename: str, md5: str | None, data_dir: str, root: str | None = None,
-                 val_size: int = 5000, **kwargs) -> None:
+    def __init__(
+        self,
+        url: str,
+        filename: str,
+        md5: str | None,
+        data_dir: str,
+        root: str | None = None,
+        val_size: int = 5000,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.remote = Remote(url=url, filename=filename, md5=md5)
         self.data_dir = Path(data_dir).expanduser()

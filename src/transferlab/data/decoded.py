@@ -43,8 +43,14 @@ DECODING_LIBRARIES = ("PIL", "torch", "torchvision")  # Pillow decodes, torchvis
 class DecodedImages:
     """Decoded images by index: `images[i]` is an H×W×3 uint8 array."""
 
-    def __init__(self, arrays: list[np.ndarray] | None = None, pixels: np.ndarray | None = None,
-                 offsets: np.ndarray | None = None, shapes: np.ndarray | None = None, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        arrays: list[np.ndarray] | None = None,
+        pixels: np.ndarray | None = None,
+        offsets: np.ndarray | None = None,
+        shapes: np.ndarray | None = None,
+        path: Path | None = None,
+    ) -> None:
         self.arrays, self.pixels, self.offsets, self.shapes, self.path = arrays, pixels, offsets, shapes, path
 
     def __getstate__(self) -> dict:
@@ -74,7 +80,9 @@ class DecodedImages:
 def decode_resized(source: ImageSource, short_side: int, interpolation: str) -> torch.Tensor:
     """H×W×3 uint8: exactly the evaluation Resize of `build_transforms` (same op, same rounding)."""
     image = v2.functional.to_image(load_rgb(source))
-    resized = v2.functional.resize(image, [short_side], interpolation=v2.InterpolationMode(interpolation), antialias=True)
+    resized = v2.functional.resize(
+        image, [short_side], interpolation=v2.InterpolationMode(interpolation), antialias=True
+    )
     return resized.permute(1, 2, 0).contiguous()
 
 
@@ -90,21 +98,38 @@ class _Decoding(Dataset):
 
 
 def cache_key(sources: Sequence[ImageSource], short_side: int, interpolation: str) -> str:
-    described = json.dumps([FORMAT_VERSION, short_side, interpolation, sources_digest(sources),
-                            library_versions(*DECODING_LIBRARIES)], sort_keys=True)
+    described = json.dumps(
+        [FORMAT_VERSION, short_side, interpolation, sources_digest(sources), library_versions(*DECODING_LIBRARIES)],
+        sort_keys=True,
+    )
     return hashlib.sha256(described.encode()).hexdigest()[:24]
 
 
-def decode_images(sources: Sequence[ImageSource], short_side: int, interpolation: str, mode: str,
-                  directory: str | Path | None = None, num_workers: int = 0, name: str = "images") -> DecodedImages:
+def decode_images(
+    sources: Sequence[ImageSource],
+    short_side: int,
+    interpolation: str,
+    mode: str,
+    directory: str | Path | None = None,
+    num_workers: int = 0,
+    name: str = "images",
+) -> DecodedImages:
     """Decode and resize every image of `sources` once (in `num_workers` processes)."""
     if mode not in MODES:
         raise TransferlabError(f"decode_cache={mode!r}: choose one of {', '.join(MODES)} (or null: decode every epoch)")
     if mode == "disk" and not directory:
-        raise TransferlabError("decode_cache=disk needs decode_cache_dir=PATH (the data configs set ${paths.data_dir}/decoded_cache)")
-    path = Path(directory).expanduser() / f"{name}-{cache_key(sources, short_side, interpolation)}.u8" if mode == "disk" else None
+        raise TransferlabError(
+            "decode_cache=disk needs decode_cache_dir=PATH (the data configs set ${paths.data_dir}/decoded_cache)"
+        )
+    path = (
+        Path(directory).expanduser() / f"{name}-{cache_key(sources, short_side, interpolation)}.u8"
+        if mode == "disk"
+        else None
+    )
     if path is None:
-        images = DecodedImages(arrays=[image.numpy() for image in _decoding(sources, short_side, interpolation, num_workers, name)])
+        images = DecodedImages(
+            arrays=[image.numpy() for image in _decoding(sources, short_side, interpolation, num_workers, name)]
+        )
     else:
         with locked(path):  # jobs that want the same images: one decodes, the others wait and read its file
             cached = _load(path, len(sources))
@@ -112,16 +137,29 @@ def decode_images(sources: Sequence[ImageSource], short_side: int, interpolation
                 log.info("decode cache: %d %s images from %s", len(sources), name, path)
                 return cached
             images = _write(path, _decoding(sources, short_side, interpolation, num_workers, name), len(sources))
-    log.info("decode cache: %d %s images decoded at short side %d px (%.0f MB, %s)",
-             len(sources), name, short_side, images.nbytes / 2**20, path or "in memory")
+    log.info(
+        "decode cache: %d %s images decoded at short side %d px (%.0f MB, %s)",
+        len(sources),
+        name,
+        short_side,
+        images.nbytes / 2**20,
+        path or "in memory",
+    )
     return images
 
 
-def _decoding(sources: Sequence[ImageSource], short_side: int, interpolation: str, num_workers: int,
-              name: str) -> Iterable[torch.Tensor]:
+def _decoding(
+    sources: Sequence[ImageSource], short_side: int, interpolation: str, num_workers: int, name: str
+) -> Iterable[torch.Tensor]:
     loader = DataLoader(_Decoding(sources, short_side, interpolation), batch_size=None, num_workers=num_workers)
-    return tqdm(loader, total=len(sources), desc=f"decoding {name} images once", unit="img",
-                disable=len(sources) < 500, leave=False)
+    return tqdm(
+        loader,
+        total=len(sources),
+        desc=f"decoding {name} images once",
+        unit="img",
+        disable=len(sources) < 500,
+        leave=False,
+    )
 
 
 def _write(path: Path, decoded: Iterable[torch.Tensor], count: int) -> DecodedImages:

@@ -89,9 +89,17 @@ def _fetch(url: str, partial: Path, timeout: float) -> None:
             have = 0  # no partial content: start over
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        with partial.open("ab" if have else "wb") as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, desc=partial.name.removesuffix(".part"), leave=False
-        ) as bar:
+        with (
+            partial.open("ab" if have else "wb") as out,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=partial.name.removesuffix(".part"),
+                leave=False,
+            ) as bar,
+        ):
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -126,7 +134,9 @@ def _download(remote: Remote, target: Path, retries: int, timeout: float) -> Non
     _fetch_with_retries(remote, partial, target, retries, timeout)
     verified = matches(partial, remote)
     if not verified and resumed:
-        log.warning("%s does not match its checksum (%s): downloading it again from the start", partial, remote.checksum())
+        log.warning(
+            "%s does not match its checksum (%s): downloading it again from the start", partial, remote.checksum()
+        )
         partial.unlink()
         _fetch_with_retries(remote, partial, target, retries, timeout)
         verified = matches(partial, remote)
@@ -215,5 +225,9 @@ def _unpack(archive: Path, staging: Path) -> None:
         raise DownloadError(f"{archive} is not a readable archive ({error}); delete it to download again") from error
     except OSError as error:
         if error.errno is None:  # gzip.BadGzipFile and kin: the archive, not the disk
-            raise DownloadError(f"{archive} is not a readable archive ({error}); delete it to download again") from error
-        raise DownloadError(f"could not extract {archive} into {staging.parent} ({error}); free space there or fix its permissions") from error
+            raise DownloadError(
+                f"{archive} is not a readable archive ({error}); delete it to download again"
+            ) from error
+        raise DownloadError(
+            f"could not extract {archive} into {staging.parent} ({error}); free space there or fix its permissions"
+        ) from error

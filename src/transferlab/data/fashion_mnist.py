@@ -36,8 +36,16 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 class FashionMNISTDataModule(ImageClassificationDataModule):
-    def __init__(self, base_url: str, data_dir: str, root: str | None = None, debian_dir: str = str(DEBIAN_DIR),
-                 val_size: int = 5000, md5s: dict[str, str] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        data_dir: str,
+        root: str | None = None,
+        debian_dir: str = str(DEBIAN_DIR),
+        val_size: int = 5000,
+        md5s: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.base_url = base_url.rstrip("/")
         self.md5s = md5s or FILES
@@ -64,8 +72,14 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
         folder = next((f for f in self.candidates if self._complete(f)), None)
         if folder is None:
             raise TransferlabError(f"no Fashion-MNIST files in {[str(c) for c in self.candidates]}")
-        images, labels = self._read(folder, "train-images-idx3-ubyte.gz"), self._read(folder, "train-labels-idx1-ubyte.gz")
-        test_images, test_labels = self._read(folder, "t10k-images-idx3-ubyte.gz"), self._read(folder, "t10k-labels-idx1-ubyte.gz")
+        images, labels = (
+            self._read(folder, "train-images-idx3-ubyte.gz"),
+            self._read(folder, "train-labels-idx1-ubyte.gz"),
+        )
+        test_images, test_labels = (
+            self._read(folder, "t10k-images-idx3-ubyte.gz"),
+            self._read(folder, "t10k-labels-idx1-ubyte.gz"),
+        )
         if len(images) != len(labels) or len(test_images) != len(test_labels):
             raise TransferlabError(f"{folder}: image and label files disagree in length")
         labels, test_labels = labels.tolist(), test_labels.tolist()

@@ -48,7 +48,9 @@ def as_split(classes: dict[str, list[Path]], class_names: list[str]) -> Split:
     return Split(images, labels)
 
 
-def carve_validation(train: Split, class_names: list[str], fraction: float, seed: int, where: Path) -> tuple[Split, Split]:
+def carve_validation(
+    train: Split, class_names: list[str], fraction: float, seed: int, where: Path
+) -> tuple[Split, Split]:
     """A seeded, stratified (train, val) split of train/: `fraction` of every class (rounded, at
     least one image, and at least one left to train on) becomes the validation split."""
     labels = np.asarray(train.labels)
@@ -73,7 +75,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     def __init__(self, root: str | None = None, val_fraction: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
         if not root:
-            raise TransferlabError("data=image_folder needs data.root=PATH (train/ val/ [test/] class folders, or class folders)")
+            raise TransferlabError(
+                "data=image_folder needs data.root=PATH (train/ val/ [test/] class folders, or class folders)"
+            )
         if not 0 < val_fraction < 1:
             raise TransferlabError(
                 f"data.val_fraction={val_fraction}: choose a fraction between 0 and 1 of train/ to hold out for validation (e.g. 0.2)"
@@ -94,9 +98,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         names = list(found["train"])
         for split_name, classes in found.items():
             if list(classes) != names:
-                raise TransferlabError(
-                    f"{self.root}/{split_name} has classes {list(classes)}, but train/ has {names}"
-                )
+                raise TransferlabError(f"{self.root}/{split_name} has classes {list(classes)}, but train/ has {names}")
         splits = {split_name: as_split(classes, names) for split_name, classes in found.items()}
         if "test" in splits:
             return names, splits
@@ -104,6 +106,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         log.info(
             "%s has no test/ folder: val/ (%d images) is the test split; the validation split (checkpoint selection, "
             "early stopping) is %d images held out from train/ (data.val_fraction=%g, seeded, stratified), %d train",
-            self.root, len(splits["val"].labels), len(val.labels), self.val_fraction, len(train.labels),
+            self.root,
+            len(splits["val"].labels),
+            len(val.labels),
+            self.val_fraction,
+            len(train.labels),
         )
         return names, {"train": train, "val": val, "test": splits["val"]}

@@ -17,8 +17,16 @@ class DownloadedImageFolderDataModule(ImageFolderDataModule):
 
     folder_in_archive: str = ""  # the archive's top-level folder that becomes the dataset root
 
-    def __init__(self, url: str, filename: str, data_dir: str, md5: str | None = None, sha256: str | None = None,
-                 root: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        url: str,
+        filename: str,
+        data_dir: str,
+        md5: str | None = None,
+        sha256: str | None = None,
+        root: str | None = None,
+        **kwargs,
+    ) -> None:
         self.remote = Remote(url=url, filename=filename, md5=md5, sha256=sha256)
         self.data_dir = Path(data_dir).expanduser()
         super().__init__(root=root or str(self.data_dir / self.folder_in_archive), **kwargs)

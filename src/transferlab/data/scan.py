@@ -63,7 +63,11 @@ def scan(root: Path, files: list[Path]) -> list[Path]:
         if bad:
             report = root / REPORT_NAME
             written = _write(report, "".join(f"{path}\t{problem}\n" for path, problem in bad))
-            where = report if written else "(could not write the report; first ones: " + ", ".join(str(p) for p, _ in bad[:5]) + ")"
+            where = (
+                report
+                if written
+                else "(could not write the report; first ones: " + ", ".join(str(p) for p, _ in bad[:5]) + ")"
+            )
             log.warning("%s: skipped %d unusable image file(s) of %d; see %s", root, len(bad), len(files), where)
     return [path for path, problem in problem_of.items() if not problem]
 
@@ -78,8 +82,14 @@ def _results(root: Path, files: list[Path], cache: dict[str, list]) -> dict[str,
             fresh[key] = cache[key]
         else:
             to_check.append((key, path, signature))
-    problems = tqdm(checked_in_parallel([path for _, path, _ in to_check]), total=len(to_check),
-                    desc=f"checking images in {root.name}", unit="img", disable=len(to_check) < PARALLEL_FROM, leave=False)
+    problems = tqdm(
+        checked_in_parallel([path for _, path, _ in to_check]),
+        total=len(to_check),
+        desc=f"checking images in {root.name}",
+        unit="img",
+        disable=len(to_check) < PARALLEL_FROM,
+        leave=False,
+    )
     for (key, _, signature), problem in zip(to_check, problems):
         fresh[key] = [*signature, problem]
     return fresh
