@@ -44,9 +44,12 @@ def test_every_model_config_names_a_buildable_backbone(model, tmp_path):
     assert len(backbone.blocks) >= 4 and backbone.num_features > 0
 
 
-@pytest.mark.parametrize("recipe", options("recipe"))
+NOTES_RECIPES = ("cnn_scratch", "scratch", "head_only", "full_finetune", "two_phase")
+
+
+@pytest.mark.parametrize("recipe", NOTES_RECIPES)
 def test_the_notes_comparison_recipes_compose(recipe, tmp_path):
-    cfg = compose_config(["experiment=notes_comparison", f"+recipe={recipe}"], tmp_path)
+    cfg = compose_config(["experiment=notes_comparison", f"recipe={recipe}"], tmp_path)
     policy = instantiate(cfg.strategy)
     expected = {
         "cnn_scratch": "Scratch",
@@ -71,3 +74,48 @@ def test_experiments_and_the_optuna_search_compose(tmp_path):
         "model": "small_cnn,efficientnet_lite0",
         "strategy": "scratch,head_only,two_phase",
     }
+
+
+def test_the_anchor_recipes_are_one_override_each(tmp_path):
+    """recipe=pytorch_tutorial and recipe=keras_guide set what their sources set, and nothing of the
+    strategies' own recipes survives; the command line still wins."""
+    tutorial = compose_config(["recipe=pytorch_tutorial"], tmp_path)
+    assert (
+        type(instantiate(tutorial.strategy)).__name__ == "FullFinetune" and tutorial.strategy.backbone_lr_scale == 1.0
+    )
+    assert (tutorial.optimizer._target_, tutorial.optimizer.lr, tutorial.optimizer.momentum) == (
+        "torch.optim.SGD",
+        1e-3,
+        0.9,
+    )
+    assert (tutorial.scheduler._target_, tutorial.scheduler.step_size, tutorial.scheduler.gamma) == (
+        "torch.optim.lr_scheduler.StepLR",
+        7,
+        0.1,
+    )
+    assert (tutorial.data.batch_size, tutorial.data.augment.scale_min, tutorial.data.augment.hflip) == (4, 0.08, 0.5)
+    assert (
+        tutorial.head.dropout == 0 and tutorial.trainer.max_epochs == 25 and tutorial.callbacks.early_stopping is None
+    )
+    keras = compose_config(["recipe=keras_guide"], tmp_path)
+    policy = instantiate(keras.strategy)
+    assert type(policy).__name__ == "TwoPhase" and (policy.head_epochs, policy.unfreeze_lr_scale) == (2, 0.01)
+    assert (keras.optimizer._target_, keras.optimizer.lr, keras.scheduler) == ("torch.optim.Adam", 1e-3, None)
+    assert (keras.data.batch_size, keras.data.augment.rotation, keras.head.dropout, keras.trainer.max_epochs) == (
+        64,
+        36,
+        0.2,
+        3,
+    )
+    assert compose_config(["recipe=keras_guide", "trainer.max_epochs=5"], tmp_path).trainer.max_epochs == 5
+
+
+def test_each_strategy_carries_its_recipe_and_the_command_line_overrides_it(tmp_path):
+    head_only = compose_config(["strategy=head_only"], tmp_path)
+    assert (head_only.optimizer.lr, head_only.trainer.max_epochs, head_only.callbacks.early_stopping.patience) == (
+        0.01,
+        30,
+        10,
+    )
+    chosen = compose_config(["strategy=head_only", "optimizer.lr=0.5", "trainer.max_epochs=3"], tmp_path)
+    assert (chosen.optimizer.lr, chosen.trainer.max_epochs) == (0.5, 3)

@@ -8,6 +8,7 @@ atomically; tests/test_train.py kills a real process).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +31,8 @@ CASES = {
     "discriminative": (["strategy=discriminative"], 3, [1]),
     "scratch": (["strategy=scratch"], 3, [1]),
     "auto": (["strategy=auto"], 3, [1]),
+    # Its own per-step schedule, killed in each phase (it restarts at the unfreezing).
+    "fastai_fine_tune": (["strategy=fastai_fine_tune"], 3, [1, 2]),
 }
 
 
@@ -48,7 +51,16 @@ class KillAt(Callback):
 
 def overrides_of(name: str, colour_folder) -> list[str]:
     strategy, epochs, _ = CASES[name]
-    return [*TINY, f"data.root={colour_folder}", "optimizer.lr=0.01", f"trainer.max_epochs={epochs}", *strategy]
+    # last.ckpt after every epoch (not at most every 30 s): each kill resumes from the epoch it interrupted.
+    every_epoch = "callbacks.last_checkpoint.every_s=0"
+    return [
+        *TINY,
+        f"data.root={colour_folder}",
+        "optimizer.lr=0.01",
+        f"trainer.max_epochs={epochs}",
+        every_epoch,
+        *strategy,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +100,38 @@ def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(name, kill_epoch, u
     )["state_dict"]
     for key, tensor in reference.items():
         assert torch.allclose(final[key].float(), tensor.float(), atol=1e-6), key
+
+
+class LastWritten(Callback):
+    """The epoch last.ckpt holds when each epoch ends (checkpoint callbacks run after this one)."""
+
+    instances: list[LastWritten] = []
+
+    def __init__(self, path: str) -> None:
+        self.path, self.seen = Path(path), []
+        LastWritten.instances.append(self)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seen.append(torch.load(self.path, weights_only=True)["epoch"] if self.path.is_file() else None)
+
+
+@pytest.mark.parametrize(("every_s", "expected"), [(0, [None, 0, 1, 2]), (3600, [None, 0, 0, 0])])
+def test_last_checkpoint_is_written_at_most_every_every_s_and_always_after_the_final_epoch(
+    every_s, expected, colour_folder, tmp_path
+):
+    overrides = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "model=small_cnn",
+        "strategy=scratch",
+        "trainer.max_epochs=4",
+        f"callbacks.last_checkpoint.every_s={every_s}",
+        "callbacks.early_stopping=null",
+    ]
+    cfg = compose_config(overrides, tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    with open_dict(cfg):
+        cfg.callbacks.recorder = {"_target_": "test_resume.LastWritten", "path": str(last)}
+    train(cfg)
+    assert LastWritten.instances[-1].seen == expected
+    assert torch.load(last, weights_only=True)["epoch"] == 3, "the final epoch is always written"

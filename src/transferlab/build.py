@@ -40,12 +40,12 @@ log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
     """The config `src/train.py` would run with these overrides, for scripts that do not train."""
     resolvers.register()
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return hydra_compose(config_name, overrides=overrides)
+            return hydra_compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
     except HydraException as error:  # an unknown key or group option: Hydra's own message, on one line
         text = str(error).split("\nConfig search path")[0]  # the search path only matters to Hydra's developers
         lines = [line.strip().rstrip(".:") for line in text.splitlines() if line.strip() and "full_key" not in line]
@@ -67,7 +67,13 @@ def built(section: str, node: Any, **kwargs: Any) -> Any:
 
 
 def policy(cfg: DictConfig) -> FreezePolicy:
-    return built("strategy", cfg.strategy)
+    freeze_policy = built("strategy", cfg.strategy)
+    if freeze_policy.owns_schedule and cfg.get("scheduler"):
+        raise TransferlabError(
+            f"strategy={freeze_policy.name} sets the learning rate at every step (its own schedule): "
+            f"use scheduler=none, not {cfg.scheduler._target_.rsplit('.', 1)[-1]}"
+        )
+    return freeze_policy
 
 
 def model_spec(cfg: DictConfig, freeze_policy: FreezePolicy) -> dict:
@@ -162,7 +168,10 @@ def experiment(cfg: DictConfig) -> Experiment:
 
 def callbacks(cfg: DictConfig, freeze_policy: FreezePolicy, *extra: Callback) -> list[Callback]:
     """The policy, per-batch reseeding, what the run needs besides (`extra`), then `callbacks:`."""
-    configured = [built(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items()]
+    # An entry set to null is switched off (a recipe without early stopping: callbacks.early_stopping=null).
+    configured = [
+        built(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node is not None
+    ]
     return [freeze_policy, SeedEachBatch(cfg.seed), *extra, *configured]
 
 

@@ -51,6 +51,27 @@ class FeatureViews(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         return FeatureBatch(self.views[epoch % len(self.views), index], self.labels[index])
 
+    def __getitems__(self, keys: list[int | tuple[int, int]]) -> FeatureBatch:
+        """A whole batch by one tensor index (the loader's fetcher prefers this to one item at a time):
+        a batch of cached features costs a gather, not a Python loop and a collation."""
+        epochs = {key[0] for key in keys if isinstance(key, tuple)}
+        if len(epochs) > 1:
+            raise ValueError(f"one batch mixes the keys of epochs {sorted(epochs)}")
+        view = next(iter(epochs), 0) % len(self.views)
+        indices = torch.tensor([key[1] if isinstance(key, tuple) else key for key in keys])
+        return FeatureBatch(self.views[view, indices], self.label_tensor[indices])
+
+    @property
+    def label_tensor(self) -> torch.Tensor:
+        if getattr(self, "_label_tensor", None) is None:
+            self._label_tensor = torch.as_tensor(self.labels, dtype=torch.long)
+        return self._label_tensor
+
+    @staticmethod
+    def collate(batch: FeatureBatch) -> FeatureBatch:
+        """`__getitems__` already gives the batch: nothing left to collate."""
+        return batch
+
 
 class CachedFeatures:
     """What a datamodule serves instead of images: each split's features, for every epoch

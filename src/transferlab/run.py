@@ -16,6 +16,7 @@ from transferlab import build, console, ddp, parallel
 from transferlab.callbacks import log_final_hparams
 from transferlab.classifier import count_parameters
 from transferlab.errors import TransferlabError
+from transferlab.lr_finder import find_learning_rate
 from transferlab.weights import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     )
     placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
     trainer = build.trainer(cfg, build.callbacks(cfg, policy, *feature_switch), build.loggers(cfg), **placement)
+    tuned = {}
+    if cfg.get("tune") and cfg.tune.lr_find and checkpoint_to_resume is None:  # a resumed run keeps its rate
+        options = {k: cfg.tune[k] for k in ("min_lr", "max_lr", "num_training")}
+        tuned = {"tune/lr": find_learning_rate(trainer, module, datamodule, **options)}
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
     fit_seconds = time.perf_counter() - started
@@ -152,6 +157,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         **datamodule.split_sizes(),
         **in_sync,
         **policy.report(),
+        **tuned,
         **{k: v for k, v in test_metrics.items() if k.count("/") == 2},  # per class: test/f1/<class>
     }
     if trainer.is_global_zero:

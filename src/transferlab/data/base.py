@@ -230,6 +230,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.pin_memory,
+            collate_fn=cached.collate if cached is not None else None,  # features come batched
         )
 
     def check_shares(self, split: str, size: int, world: int) -> None:
