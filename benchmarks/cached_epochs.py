@@ -18,12 +18,11 @@ import json
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from transferlab import build
 
@@ -82,21 +81,15 @@ def main() -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory() as scratch:
-        cfg = build.compose(
+        cfg = build.run_config(
             [
                 *overrides,
                 f"trainer.max_epochs={args.epochs}",
                 "callbacks.early_stopping=null",
                 f"hydra.run.dir={scratch}",
             ],
-            return_hydra_config=True,
+            Path(scratch),
         )
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = scratch
-            cfg.hydra.job.num = 0
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
         L.seed_everything(cfg.seed)
         run = build.experiment(cfg)
         switch = build.feature_cache(cfg).attach(run.module, run.datamodule, run.policy.frozen_backbone_epochs)

@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from transferlab import build
 from transferlab.run import train
@@ -35,14 +33,7 @@ SECONDS_PER_EPOCH = {"head_only": 0.2, "default": 12.0}
 
 def run(overrides: list[str], where: Path) -> dict:
     """One training run, as `src/train.py` with these overrides would do it, in this process."""
-    cfg = build.compose([*overrides, f"hydra.run.dir={where}"], return_hydra_config=True)
-    where.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(where)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = build.run_config([*overrides, f"hydra.run.dir={where}"], where)
     started = time.perf_counter()
     metrics = train(cfg)
     return {

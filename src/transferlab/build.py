@@ -18,11 +18,12 @@ from typing import Any
 import lightning as L
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab import resolvers
 from transferlab.backbones import Backbone, create_backbone
@@ -50,6 +51,20 @@ def compose(overrides: list[str], config_name: str = "train", return_hydra_confi
         text = str(error).split("\nConfig search path")[0]  # the search path only matters to Hydra's developers
         lines = [line.strip().rstrip(".:") for line in text.splitlines() if line.strip() and "full_key" not in line]
         raise TransferlabError(f"{lines[0]}: {', '.join(lines[1:])}" if len(lines) > 1 else lines[0]) from None
+
+
+def run_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config of a run writing to `output_dir`, with Hydra's runtime set as `src/train.py` has it:
+    for benchmarks and tests that train in this process (`run.train(run_config(...))`)."""
+    cfg = compose(overrides, return_hydra_config=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def built(section: str, node: Any, **kwargs: Any) -> Any:
