@@ -1,0 +1,40 @@
+"""tune.lr_find=true: Lightning's range test, read with fastai's minimum/10 rule, used as optimizer.lr."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from transferlab.lr_finder import SKIP_BEGIN, minimum_over_ten
+from transferlab.run import train
+
+from conftest import TINY, compose_config
+
+
+def test_a_tenth_of_the_rate_at_the_lowest_loss_after_the_start_up():
+    lrs = np.logspace(-6, 0, 40)
+    losses = np.concatenate([[0.5], np.linspace(2.3, 0.4, 30), np.linspace(0.5, 3.0, 9)])  # a spurious low start
+    lowest = SKIP_BEGIN + int(np.argmin(losses[SKIP_BEGIN:]))
+    assert minimum_over_ten({"lr": lrs, "loss": losses}) == pytest.approx(lrs[lowest] / 10)
+    assert lowest == 30, "the first, start-up point is not the minimum"
+    assert minimum_over_ten({"lr": lrs[:SKIP_BEGIN], "loss": losses[:SKIP_BEGIN]}) is None
+
+
+def test_the_run_trains_at_the_found_rate_and_reports_it(colour_folder, tmp_path):
+    overrides = [
+        *TINY,
+        f"data.root={colour_folder}",
+        "model=small_cnn",
+        "strategy=scratch",
+        "tune.lr_find=true",
+        "tune.num_training=40",
+        "trainer.max_epochs=1",
+    ]
+    cfg = compose_config(overrides, tmp_path)
+    metrics = train(cfg)
+    found = json.loads((tmp_path / "metrics.json").read_text())["tune/lr"]
+    assert found == metrics["tune/lr"] and 1e-6 / 10 <= found <= 1.0 / 10
+    assert found != cfg.optimizer.lr, "the config's rate was replaced"
+    assert metrics["epochs"] == 1, "the range test's 40 steps did not change the run's own epoch budget"
