@@ -39,7 +39,6 @@ class StepRates(Callback):
 
 
 def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_folder, tmp_path):
-    base = 2e-3
     cfg = compose_config(
         [
             *TINY,
@@ -54,6 +53,7 @@ def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_
     )
     with open_dict(cfg):
         cfg.callbacks.rates = {"_target_": "test_fine_tune.StepRates"}
+    base = cfg.optimizer.lr  # the strategy's recipe
     train(cfg)
     steps = StepRates.instances[-1].steps
     frozen = [s for s in steps if s[0] == 0]
