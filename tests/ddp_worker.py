@@ -53,6 +53,11 @@ def main(spec_path: str) -> None:
     if dist.get_rank() == 0:
         (out / "guard.txt").write_text(verdict)
         (out / "disagreement.txt").write_text(disagreement)
+    # Ended here, together, as torch asks of a program that started a process group: left to the
+    # interpreter's exit, gloo's threads were once torn down mid-flight ("terminate called without an
+    # active exception", exit -6) on one rank of an otherwise passing run.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
