@@ -278,12 +278,9 @@ def typed(text: str, kind: type) -> Any:
         return None
     if kind is bool and text.lower() in ("true", "false"):
         return text.lower() == "true"
-    if kind in (int, float):
+    for parse in (int, float) if kind in (int, float) else ():
         try:
-            return int(text)
+            return parse(text)
         except ValueError:
-            try:
-                return float(text) if kind is float else text
-            except ValueError:
-                return text
+            continue
     return text

@@ -43,6 +43,7 @@ class FeatureViews(Dataset):
 
     def __init__(self, views: torch.Tensor, labels: list[int]) -> None:
         self.views, self.labels = views, labels
+        self.label_tensor = torch.as_tensor(labels, dtype=torch.long)  # for whole-batch gathers
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -60,12 +61,6 @@ class FeatureViews(Dataset):
         view = next(iter(epochs), 0) % len(self.views)
         indices = torch.tensor([key[1] if isinstance(key, tuple) else key for key in keys])
         return FeatureBatch(self.views[view, indices], self.label_tensor[indices])
-
-    @property
-    def label_tensor(self) -> torch.Tensor:
-        if getattr(self, "_label_tensor", None) is None:
-            self._label_tensor = torch.as_tensor(self.labels, dtype=torch.long)
-        return self._label_tensor
 
     @staticmethod
     def collate(batch: FeatureBatch) -> FeatureBatch:
