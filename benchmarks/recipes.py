@@ -1,6 +1,7 @@
 """Are the strategies' default recipes near their tuned best? A grid per strategy, side by side.
 
     python benchmarks/recipes.py                                    # digits, every strategy (about 1 h on 2 cores)
+    python benchmarks/recipes.py --data photos                      # fashion_1k, photos: the other offline sets
     python benchmarks/recipes.py --strategies head_only --lrs 0.003,0.01,0.03 --epochs 10,30
     python benchmarks/recipes.py --data image_folder --data-root /path/to/photos
 
@@ -26,8 +27,26 @@ import numpy as np
 from transferlab import build
 from transferlab.run import train
 
-STRATEGIES = ("head_only", "two_phase", "top_blocks", "full_finetune", "discriminative", "gradual", "scratch")
-# Rough seconds per epoch on digits at 96 px on an idle 2-core CPU: cached head epochs, then images through the backbone.
+STRATEGIES = (
+    "head_only",
+    "two_phase",
+    "top_blocks",
+    "full_finetune",
+    "discriminative",
+    "gradual",
+    "fastai_fine_tune",
+    "scratch",
+    "auto",
+)
+# lr × max_epochs per strategy: cached head epochs are cheap, so head_only also tries longer budgets;
+# auto is only run at its defaults (it picks one of the others).
+GRIDS = {
+    "head_only": ([0.003, 0.01, 0.03, 0.1], [30, 60]),
+    "auto": ([], []),
+    "default": ([0.001, 0.003, 0.01], [10]),
+}
+# Rough seconds per epoch at 96 px on an idle 2-core CPU, 1,000 training images: cached head epochs,
+# then images through the backbone.
 SECONDS_PER_EPOCH = {"head_only": 0.2, "default": 12.0}
 
 
@@ -41,6 +60,7 @@ def run(overrides: list[str], where: Path) -> dict:
         "test": round(metrics["test/acc"], 4),
         "epochs": metrics["epochs"],
         "s": round(time.perf_counter() - started, 1),
+        **({"choice": metrics["auto/choice"]} if "auto/choice" in metrics else {}),
     }
 
 
@@ -71,48 +91,73 @@ def linear_probe(data_overrides: list[str]) -> dict:
     return best
 
 
+def grid_of(args, strategy: str) -> tuple[list[float], list[int]]:
+    lrs, epochs = GRIDS.get(strategy, GRIDS["default"])
+    return (args.lrs or lrs, args.epochs or epochs) if lrs else ([], [])
+
+
 def plan(args, strategies: list[str]) -> str:
-    runs = len(strategies) * (1 + len(args.lrs) * len(args.epochs))
+    grids = {s: grid_of(args, s) for s in strategies}
+    runs = sum(1 + len(lrs) * len(epochs) for lrs, epochs in grids.values())
     seconds = sum(
-        SECONDS_PER_EPOCH.get(s, SECONDS_PER_EPOCH["default"]) * (10 + len(args.lrs) * sum(args.epochs))
-        for s in strategies
+        SECONDS_PER_EPOCH.get(s, SECONDS_PER_EPOCH["default"]) * (10 + len(lrs) * sum(epochs))
+        for s, (lrs, epochs) in grids.items()
     )
     return (
-        f"recipes: {args.data}, strategies {', '.join(strategies)}: each at its defaults, then lr "
-        f"{args.lrs} × max_epochs {args.epochs} ({runs} runs){' + the linear probe' if 'head_only' in strategies else ''}; "
+        f"recipes: {args.data}, strategies {', '.join(strategies)}: each at its defaults, then its lr × max_epochs "
+        f"grid ({runs} runs at most){' + the linear probe' if 'head_only' in strategies else ''}; "
         f"time: about {max(1, round(seconds / 60))} min on an idle 2-core CPU (up to 3 times that on a busy one)"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="digits")
+    # The study's offline sets: digits, fashion_1k (Fashion-MNIST, 100 images a class: Debian's package
+    # dataset-fashion-mnist or a download) and photos (crops of scikit-image's photographs).
+    parser.add_argument("--data", default="digits", help="a data config: digits, fashion_1k, photos, ...")
     parser.add_argument("--data-root", default=None, help="data.root, for data=image_folder")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--lrs", default="0.001,0.003,0.01,0.03", type=lambda t: [float(v) for v in t.split(",")])
-    parser.add_argument("--epochs", default="10,30", type=lambda t: [int(v) for v in t.split(",")])
+    parser.add_argument("--lrs", default=None, type=lambda t: [float(v) for v in t.split(",")], help="every grid's")
+    parser.add_argument("--epochs", default=None, type=lambda t: [int(v) for v in t.split(",")], help="every grid's")
     parser.add_argument("--extra", default="", help="overrides for every run, space-separated")
     args = parser.parse_args()
     strategies = args.strategies.split(",")
     print(plan(args, strategies), flush=True)
     logging.getLogger("lightning").setLevel(logging.ERROR)
-    data = [f"data={args.data}", *([f"data.root={args.data_root}"] if args.data_root else [])]
-    common = [*data, "~callbacks.model_summary", "trainer.enable_progress_bar=false", *args.extra.split()]
+    data = [
+        f"data={args.data}",
+        *([f"data.root={args.data_root}"] if args.data_root else []),
+    ]
+    common = [
+        *data,
+        "~callbacks.model_summary",
+        "+trainer.enable_model_summary=false",
+        "trainer.enable_progress_bar=false",
+        *args.extra.split(),
+    ]
     figures: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for strategy in strategies:
             where = Path(scratch) / strategy
+            cfg = build.compose([*common, f"strategy={strategy}"])
             default = run([*common, f"strategy={strategy}"], where / "default")
+            if strategy == "auto":
+                figures[strategy] = {"default": {"choice": default.pop("choice"), **default}}
+                print(f"{strategy:<16} chose {figures[strategy]['default']['choice']}: test {default['test']:.4f}")
+                continue
+            lrs, budgets = grid_of(args, strategy)
             grid = {}
-            for lr in args.lrs:
-                for epochs in args.epochs:
+            for lr in lrs:
+                for epochs in budgets:
                     key = f"lr={lr:g},max_epochs={epochs}"
+                    if (lr, epochs) == (cfg.optimizer.lr, cfg.trainer.max_epochs):
+                        grid[key] = default  # the default is a point of the grid: the same run
+                        continue
                     grid[key] = run(
                         [*common, f"strategy={strategy}", f"optimizer.lr={lr}", f"trainer.max_epochs={epochs}"],
                         where / f"lr{lr:g}-e{epochs}",
                     )
             best_key = max(grid, key=lambda k: (grid[k]["val"], -grid[k]["s"]))  # chosen on val, never on test
-            cfg = build.compose([*common, f"strategy={strategy}"])
             figures[strategy] = {
                 "default": {"lr": cfg.optimizer.lr, "max_epochs": cfg.trainer.max_epochs, **default},
                 "best": {"grid": best_key, **grid[best_key]},
@@ -122,7 +167,7 @@ def main() -> None:
             if strategy == "head_only":
                 figures[strategy]["linear_probe"] = linear_probe(common)
             print(
-                f"{strategy:<15} default (lr {cfg.optimizer.lr:g}, ≤{cfg.trainer.max_epochs} epochs): test "
+                f"{strategy:<16} default (lr {cfg.optimizer.lr:g}, ≤{cfg.trainer.max_epochs} epochs): test "
                 f"{default['test']:.4f} in {default['s']} s | grid best on val ({best_key}): test "
                 f"{grid[best_key]['test']:.4f}{'' if strategy != 'head_only' else ' | linear probe: ' + str(figures[strategy]['linear_probe'])}",
                 flush=True,

@@ -40,6 +40,7 @@ BAD_VALUES = [
     # Checked against the class's signature:
     (["scheduler=step", "scheduler.step_size=soon"], "scheduler.step_size='soon': expected an integer"),
     (["data.augment.hflip=2"], "data.augment.hflip=2: expected a number ≥ 0 and ≤ 1"),
+    (["data.subset.train=0"], "data.subset.train=0: expected an integer ≥ 1 (or null)"),
     (["foo=1"], "Could not override 'foo': To append to your config use +foo=1"),
 ]
 

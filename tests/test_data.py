@@ -6,11 +6,13 @@ import logging
 import shutil
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
-from transferlab.data import DigitsDataModule, ImageFolderDataModule
+from transferlab.data import DigitsDataModule, ImageFolderDataModule, PhotosDataModule, photos
 from transferlab.data.base import EpochSampler
+from transferlab.data.photos import SPLITS
 from transferlab.errors import TransferlabError
 from transferlab.transforms import DataConfig
 
@@ -145,3 +147,82 @@ def test_epoch_sampler_shuffles_per_epoch_reproducibly():
     sampler.set_epoch(4)
     assert [i for _, i in sampler] != [i for _, i in order]
     assert list(EpochSampler(5, seed=1, shuffle=False, keyed_by_epoch=False)) == [0, 1, 2, 3, 4]
+
+
+def test_a_subset_is_a_seeded_stratified_sample_of_each_split():
+    full = DigitsDataModule(data_config=CONFIG, seed=3, num_workers=0)
+    full.setup()
+    small = DigitsDataModule(data_config=CONFIG, seed=3, num_workers=0, subset={"train": 100, "val": 50, "test": None})
+    small.setup()
+    assert small.split_sizes() == {"data/train_size": 100, "data/val_size": 50, "data/test_size": 360}
+    assert set(Counter(small.splits["train"].labels).values()) == {10}, "stratified: 10 of each class"
+    assert set(Counter(small.splits["val"].labels).values()) == {5}
+    full_train = {image.tobytes() for image in full.splits["train"].images}
+    assert {image.tobytes() for image in small.splits["train"].images} <= full_train, "drawn from its own split"
+    assert small.splits["test"].labels == full.splits["test"].labels, "null keeps the whole split"
+    again = DigitsDataModule(data_config=CONFIG, seed=3, num_workers=0, subset={"train": 100})
+    again.setup()
+    assert [a.tobytes() for a in again.splits["train"].images] == [a.tobytes() for a in small.splits["train"].images]
+
+
+@pytest.mark.parametrize(
+    "subset, message",
+    [
+        ({"train": 5000}, "data.subset.train=5000 is more than the 1077 images of the train split"),
+        ({"val": 4}, "data.subset.val=4 is fewer than the split's 10 classes"),
+        ({"holdout": 10}, "data.subset.holdout: no such split; the splits are train, val, test"),
+    ],
+)
+def test_a_subset_the_split_cannot_give_is_a_clear_error(subset, message):
+    module = DigitsDataModule(data_config=CONFIG, seed=3, num_workers=0, subset=subset)
+    with pytest.raises(TransferlabError, match=message):
+        module.setup()
+
+
+def flat_cells(height: int, width: int, grid: int, offset: int) -> np.ndarray:
+    """A 'photograph' whose grid cells are flat colours, unique over all photographs."""
+    rows = np.minimum(np.arange(height) * grid // height, grid - 1)
+    cols = np.minimum(np.arange(width) * grid // width, grid - 1)
+    cell = offset + rows[:, None] * grid + cols[None, :]
+    return np.stack([cell, cell * 3 % 256, np.full_like(cell, 7)], axis=-1).astype(np.uint8)
+
+
+def test_photo_crops_stay_inside_cells_dealt_to_one_split(monkeypatch):
+    grid = 3
+    fake = {"wide": flat_cells(60, 90, grid, 0), "tall": flat_cells(99, 45, grid, 100)}
+    monkeypatch.setattr(photos, "photographs", lambda: {name: (lambda p=p: p) for name, p in fake.items()})
+    module = PhotosDataModule(grid=grid, cells=(5, 2, 2), crops_per_cell=3, crop_size=16, data_config=CONFIG, seed=1)
+    module.setup()
+    assert module.class_names == ["wide", "tall"]
+    cells_of = {}
+    for name, split in module.splits.items():
+        assert Counter(split.labels) == {0: 3 * (5, 2, 2)[SPLITS.index(name)], 1: 3 * (5, 2, 2)[SPLITS.index(name)]}
+        for image, label in zip(split.images, split.labels, strict=True):
+            assert image.shape == (16, 16, 3)
+            colours = np.unique(image.reshape(-1, 3), axis=0)
+            assert len(colours) == 1, "a crop never straddles two cells"
+            cell = int(colours[0][0])
+            assert (cell >= 100) == (label == 1), "a crop is labelled with its own photograph"
+            cells_of.setdefault(name, set()).add(cell)
+    assert not (cells_of["train"] & cells_of["val"]) and not (cells_of["train"] & cells_of["test"])
+    assert not (cells_of["val"] & cells_of["test"]), "each cell is dealt to one split"
+    assert len(cells_of["train"]) == 10 and len(cells_of["val"]) == len(cells_of["test"]) == 4
+
+
+def test_the_photo_set_is_real_photographs_seeded_and_balanced():
+    module = PhotosDataModule(data_config=CONFIG, seed=42, num_workers=0)
+    module.setup()
+    assert module.split_sizes() == {"data/train_size": 480, "data/val_size": 480, "data/test_size": 480}
+    assert all(set(Counter(split.labels).values()) == {48} for split in module.splits.values())
+    cat = module.splits["train"].images[module.splits["train"].labels.index(module.class_names.index("cat"))]
+    assert cat.shape == (96, 96, 3) and cat.std() > 10, "a textured crop of a real photograph"
+    other = PhotosDataModule(data_config=CONFIG, seed=43, num_workers=0)
+    other.setup()
+    assert other.splits["test"].images[0].tobytes() != module.splits["test"].images[0].tobytes()
+
+
+def test_photo_cells_that_do_not_fill_the_grid_are_a_clear_error():
+    with pytest.raises(
+        TransferlabError, match=r"data.cells=\[10, 3, 2\]: need three positive counts .* data.grid² = 16"
+    ):
+        PhotosDataModule(grid=4, cells=(10, 3, 2), data_config=CONFIG)

@@ -3,6 +3,7 @@ from transferlab.data.cifar10 import CIFAR10DataModule
 from transferlab.data.digits import DigitsDataModule
 from transferlab.data.fashion_mnist import FashionMNISTDataModule
 from transferlab.data.folder import ImageFolderDataModule
+from transferlab.data.photos import PhotosDataModule
 from transferlab.data.remote import CatsVsDogsDataModule, HymenopteraDataModule
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "CatsVsDogsDataModule",
     "CIFAR10DataModule",
     "FashionMNISTDataModule",
+    "PhotosDataModule",
 ]

@@ -131,6 +131,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         decode_cache: str | None = None,
         decode_cache_dir: str | None = None,
+        subset: dict[str, int | None] | None = None,
     ) -> None:
         super().__init__()
         if data_config is None:
@@ -142,6 +143,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.augment = augment if isinstance(augment, Augment) else Augment(**(augment or {}))
         self.split_fractions = tuple(split_fractions)
         self.seed = seed
+        # Images kept of each split (a seeded, stratified sample; None: all), e.g. a low-data study.
+        self.subset = {name: size for name, size in (subset or {}).items() if size is not None}
         # Page-locked batches copy to a GPU asynchronously; pointless (and slower) without one.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         if decode_cache not in (None, *DECODE_MODES):
@@ -166,6 +169,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return
         self.class_names, found = self.find_splits()
         self.splits = found if "all" not in found else self._split_pool(found["all"])
+        self.splits.update({name: self._subsampled(name, size) for name, size in self.subset.items()})
         for name, split in self.splits.items():
             if not split.labels:
                 raise TransferlabError(f"the {name} split of {type(self).__name__} is empty")
@@ -189,6 +193,23 @@ class ImageClassificationDataModule(L.LightningDataModule):
         rest, test = holdout(used.images, used.labels, test_f / sum(self.split_fractions), self.seed)
         train, val = holdout(rest.images, rest.labels, val_f / (train_f + val_f), self.seed)
         return {"train": train, "val": val, "test": test}
+
+    def _subsampled(self, name: str, size: int) -> Split:
+        if name not in self.splits:
+            raise TransferlabError(f"data.subset.{name}: no such split; the splits are {', '.join(self.splits)}")
+        split = self.splits[name]
+        classes = len(set(split.labels))
+        if size > len(split.labels):
+            raise TransferlabError(
+                f"data.subset.{name}={size} is more than the {len(split.labels)} images of the {name} split: "
+                "lower it, or set it to null for all of them"
+            )
+        if size < classes:
+            raise TransferlabError(
+                f"data.subset.{name}={size} is fewer than the split's {classes} classes: a stratified subset "
+                "needs at least one image of each"
+            )
+        return split if size == len(split.labels) else holdout(split.images, split.labels, size, self.seed)[1]
 
     # -- loaders
     def image_dataset(self, split: str, augment: bool) -> LabelledImages:
