@@ -18,6 +18,14 @@ TOY_RUNS = {
     "decode_cache": ["--images", "24", "--epochs", "1", "--workers", "1"],  # a worker process, as by default
     "feature_cache": ["--images", "20", "--size", "32", "--epochs", "2"],
     "channels_last": ["--size", "32", "--batch", "4", "--repeats", "1"],
+    "screen_evidence": [
+        "--data",
+        "digits",
+        "--models",
+        "efficientnet_lite0,efficientnet_lite1",
+        "--extra",
+        "data.subset.train=30 data.subset.val=20 data.subset.test=20 data.image_size=32 trainer.max_epochs=1",
+    ],
     "gpu_recipes": [
         "--device",
         "cpu",
@@ -37,12 +45,14 @@ PLANS = {  # the first line printed: what will run, with the sizes given
     "decode_cache": ("decode_cache: 24 JPEG photos", "1 worker(s): 1 timed epoch(s)"),
     "feature_cache": ("feature_cache: efficientnet_lite0 head_only on the CPU", "20 JPEGs at 32 px, 2 epochs"),
     "channels_last": ("channels_last: efficientnet_lite0 frozen forward pass, 32 px, batch 4", "1 timed passes"),
+    "screen_evidence": ("screen_evidence: digits × efficientnet_lite0, efficientnet_lite1", "4 training runs"),
     "gpu_recipes": ("gpu_recipes: small_cnn, 32 px, batch 4 on cpu", "(1 warm-up + 2 timed steps)"),
 }
 FIGURES = {  # keys each JSON line must carry
     "decode_cache": ("imagefolder_pil_epoch_s", "decode_cache_epoch_s", "decode_pass_s", "speedup"),
     "feature_cache": ("uncached_s", "cached_s", "floor_s", "speedup", "floor_ratio"),
     "channels_last": ("speedup",),
+    "screen_evidence": ("data",),
     "gpu_recipes": ("img_per_s", "speedup_vs_first", "plain_img_per_s", "lightning_img_per_s", "lightning_overhead"),
 }
 
@@ -63,6 +73,11 @@ def test_a_benchmark_ends_with_its_figures_as_json(name, offline_env):
             set(figures["img_per_s"]) == {"32-true", "32-true+channels_last"}
             and figures["nvidia_published_img_per_s"] is None
         )
+    if name == "screen_evidence":
+        digits = figures["data"]["digits"]
+        assert set(digits["probe"]) == {"efficientnet_lite0", "efficientnet_lite1"}
+        assert set(digits["agreement"]) == {"head_only", "full_finetune"} and digits["screen_time_ratio"] > 0
+        assert digits["agreement"]["head_only"]["pairs_in_order"] in ("0/1", "1/1")
 
 
 def test_the_gpu_benchmark_refuses_a_machine_without_a_gpu_in_one_line(offline_env):

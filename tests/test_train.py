@@ -95,6 +95,14 @@ def test_same_seed_same_metrics(colour_folder, tmp_path):
         assert first[key] == second[key], key
 
 
+def test_logger_none_trains_without_tensorboard_files(colour_folder, tmp_path):
+    # LearningRateMonitor refuses a trainer without a logger: logger=none once crashed with its traceback.
+    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "logger=none"]
+    metrics = train(compose_config([*overrides, "trainer.max_epochs=1"], tmp_path))
+    assert 0 <= metrics["test/acc"] <= 1 and (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert not list(tmp_path.rglob("events.out.tfevents*"))
+
+
 def test_small_models_learn_above_chance_from_scratch(colour_folder, tmp_path):
     overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "trainer.max_epochs=4"]
     metrics = train(compose_config(overrides, tmp_path))

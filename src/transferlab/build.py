@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab import resolvers
@@ -187,6 +187,8 @@ def callbacks(cfg: DictConfig, freeze_policy: FreezePolicy, *extra: Callback) ->
     configured = [
         built(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node is not None
     ]
+    if not cfg.get("logger"):  # logger=none: the monitor writes only to loggers, and refuses a run without one
+        configured = [c for c in configured if not isinstance(c, LearningRateMonitor)]
     return [freeze_policy, SeedEachBatch(cfg.seed), *extra, *configured]
 
 
