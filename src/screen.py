@@ -87,7 +87,7 @@ def main(cfg: DictConfig) -> None:
 def screen(cfg: DictConfig, output_dir: Path, task_overrides: list[str]) -> dict:
     """Measure every backbone of `cfg.models`, rank them, write the report; returns screen.json's content."""
     entries = [entry(text) for text in model_list(cfg)]
-    shared = [o for o in task_overrides if key(o) not in ("models", "model")]
+    shared = [o for o in task_overrides if build.override_key(o) not in ("models", "model")]
     configs = {e: composed([*shared, *e.overrides]) for e in entries}  # every value checked before any work
     screened, skipped, data = [], [], {}
     with progress_bar() as bar:
@@ -142,11 +142,6 @@ def model_list(cfg: DictConfig) -> list[str]:
     if not all(texts) or len(set(texts)) < len(texts):
         raise TransferlabError(f"models={texts}: expected distinct, non-empty model names")
     return texts
-
-
-def key(override: str) -> str:
-    """The top-level key an override sets: 'data.root=/x' → 'data', '~callbacks.x' → 'callbacks'."""
-    return override.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
 
 
 def entry(text: str) -> Entry:
@@ -377,8 +372,10 @@ def next_commands(task_overrides: list[str], top: list[Screened], chosen: list[E
     """The sweep over the top backbones × head_only (the cheap baseline, whose features the screen may have
     cached) and the strategies the decision table suggests for them, with the screen's data and cache options."""
     strategies = [s for s in STRATEGY_ORDER if s == "head_only" or s in {t.suggested for t in top}]
-    overrides = [o for o in task_overrides if key(o) not in ("models", "model", "strategy", *SCREEN_RULES)]
-    if not any(key(o) == "data" for o in overrides):
+    overrides = [
+        o for o in task_overrides if build.override_key(o) not in ("models", "model", "strategy", *SCREEN_RULES)
+    ]
+    if not any(build.override_key(o) == "data" for o in overrides):
         overrides.insert(0, f"data={HydraConfig.get().runtime.choices['data']}")
     return sweep_commands(overrides, chosen, strategies) if chosen else []
 

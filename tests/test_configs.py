@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from hydra.utils import instantiate
 
+from transferlab import build
 from transferlab.freeze import FreezePolicy
 
 from conftest import CONF, compose_config
@@ -119,3 +122,23 @@ def test_each_strategy_carries_its_recipe_and_the_command_line_overrides_it(tmp_
     )
     chosen = compose_config(["strategy=head_only", "optimizer.lr=0.5", "trainer.max_epochs=3"], tmp_path)
     assert (chosen.optimizer.lr, chosen.trainer.max_epochs) == (0.5, 3)
+
+
+@pytest.mark.parametrize(
+    "command_line, choice, expected",
+    [
+        ([], "head_only", (0.01, 30, 10)),  # head_only's recipe, as strategy=head_only has it
+        (["optimizer.lr=0.5"], "head_only", (0.5, 30, 10)),  # the command line still wins
+        (["callbacks.early_stopping=null"], "head_only", (0.01, 30, None)),
+        ([], "top_blocks", (0.01, 10, 5)),
+        (["strategy.similar=0.1"], "full_finetune", (0.003, 10, 5)),  # auto's own options are left out
+    ],
+)
+def test_auto_trains_with_the_recipe_of_the_strategy_it_chose(command_line, choice, expected, tmp_path):
+    cfg = compose_config(["strategy=auto", "model.pretrained=false", *command_line], tmp_path)
+    assert cfg.trainer.max_epochs == 10, "auto's own: the shared recipe"
+    module = SimpleNamespace(hparams=SimpleNamespace(optimizer={"lr": cfg.optimizer.lr}))
+    build.adopt_recipe(cfg, module, choice)
+    early_stopping = cfg.callbacks.early_stopping
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, early_stopping and early_stopping.patience) == expected
+    assert module.hparams.optimizer["lr"] == expected[0], "the optimizer is built from the module's copy"

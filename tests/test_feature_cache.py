@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -99,9 +101,15 @@ def test_only_whole_frozen_epochs_use_cached_features():
     assert not features_pay_off(2, 2) and not features_pay_off(0, 1)
 
 
-def test_auto_decides_before_training_so_that_its_head_only_uses_the_cache(colour_folder, tmp_path):
+def test_auto_decides_before_training_so_that_its_head_only_uses_the_cache(colour_folder, tmp_path, caplog):
     overrides = [*TINY, f"data.root={colour_folder}", "data.image_size=64", "strategy=auto", "feature_cache.dir=null"]
-    metrics = train(compose_config(overrides, tmp_path))
+    with caplog.at_level(logging.INFO, logger="transferlab.run"):
+        metrics = train(compose_config(overrides, tmp_path))
+    # head_only's recipe, but TINY's trainer.max_epochs=2 from the command line
+    assert (
+        "chose head_only and trains with its recipe: {'optimizer.lr': 0.01, 'callbacks.early_stopping.patience': 10}"
+        in caplog.text
+    )
     assert metrics["auto/choice"] == "head_only" and metrics["feature_cache"] is True
     assert metrics["model/params/trainable"] == 1280 * 3 + 3  # efficientnet_lite0's features → 3 classes
     assert metrics["test/acc"] > 0.8

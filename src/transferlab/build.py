@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
@@ -45,6 +46,8 @@ def compose(overrides: list[str], config_name: str = "train", return_hydra_confi
     """The config `src/train.py` would run with these overrides, for scripts that do not train."""
     resolvers.register()
     try:
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (src/train.py): its config search path
+            return hydra_compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return hydra_compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
     except HydraException as error:  # an unknown key or group option: Hydra's own message, on one line
@@ -179,6 +182,36 @@ def experiment(cfg: DictConfig) -> Experiment:
     data = datamodule(cfg, built_backbone)
     module = classifier(cfg, spec, built_backbone, data.num_classes, data.class_names, data.data_config.to_dict())
     return Experiment(freeze_policy, spec, built_backbone, data, module)
+
+
+# What a strategy's recipe sets (conf/strategy/*.yaml).
+RECIPE_KEYS = ("optimizer.lr", "trainer.max_epochs", "callbacks.early_stopping")
+
+
+def adopt_recipe(cfg: DictConfig, module: ImageClassifier, strategy: str) -> dict[str, Any]:
+    """A run whose policy chose its strategy from the data (auto) trains with the recipe that
+    `strategy=<strategy>` has with the same command line, where a value set there still wins:
+    auto choosing head_only trains as strategy=head_only does. Returns the values that changed."""
+    command_line = [o for o in HydraConfig.get().overrides.task if override_key(o) != "strategy"]
+    chosen = compose([*command_line, f"strategy={strategy}"])
+    changed = {}
+    for key in RECIPE_KEYS:
+        value, before = OmegaConf.select(chosen, key), OmegaConf.select(cfg, key)
+        if value == before:
+            continue
+        with open_dict(cfg):
+            OmegaConf.update(cfg, key, value, merge=False)
+        if OmegaConf.is_dict(value) and OmegaConf.is_dict(before):  # name the options that changed
+            changed.update({f"{key}.{k}": v for k, v in value.items() if before.get(k) != v})
+        else:
+            changed[key] = value
+    module.hparams.optimizer["lr"] = cfg.optimizer.lr  # the module built its optimizer config before the choice
+    return changed
+
+
+def override_key(override: str) -> str:
+    """The top-level key a command-line override sets: `+strategy.n=3` → strategy."""
+    return override.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
 
 
 def callbacks(cfg: DictConfig, freeze_policy: FreezePolicy, *extra: Callback) -> list[Callback]:

@@ -115,6 +115,9 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
     module.to(pre_fit_device(cfg))  # the passes before fit run where training will
     policy.prepare(module, datamodule)  # strategy=auto decides here, so that head_only gets the cache
+    if policy.decides_from_data:
+        recipe = build.adopt_recipe(cfg, module, policy.chosen.name)
+        log.info("strategy=auto chose %s and trains with its recipe: %s", policy.chosen.name, recipe or "unchanged")
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
         module.backbone.compile(backend=cfg.compile.backend, mode=cfg.compile.mode, dynamic=False)
