@@ -2,6 +2,7 @@
 
     python benchmarks/screen_evidence.py                     # digits, fashion_1k, photos × the packaged Lites
     python benchmarks/screen_evidence.py --data photos --models efficientnet_lite0,efficientnet_lite1
+    python benchmarks/screen_evidence.py --models "efficientnet_lite0,efficientnet_lite0 data.image_size=48"
 
 For each data set: `src/screen.py` over the backbones, then `src/train.py` with strategy=head_only and
 strategy=full_finetune for each backbone at its recipe's defaults, every command a process of its own
@@ -49,7 +50,7 @@ def measure(data: str, models: list[str], extra: list[str], scratch: Path) -> di
             sys.executable,
             "src/screen.py",
             *common,
-            f"models=[{','.join(models)}]",
+            "models=[" + ",".join(f"'{m}'" for m in models) + "]",
             "warm_cache=false",
             f"feature_cache.dir={scratch / data / 'screen_cache'}",
             f"hydra.run.dir={screen_dir}",
@@ -59,13 +60,14 @@ def measure(data: str, models: list[str], extra: list[str], scratch: Path) -> di
     runs: dict[str, dict[str, dict]] = {strategy: {} for strategy in STRATEGIES}
     for strategy in STRATEGIES:
         for model in models:
-            run_dir = scratch / data / f"{strategy}-{model}"
+            run_dir = scratch / data / f"{strategy}-{'-'.join(model.split())}".replace("=", "_")
             seconds = timed(
                 [
                     sys.executable,
                     "src/train.py",
                     *common,
-                    f"model={model}",
+                    f"model={model.split()[0]}",
+                    *model.split()[1:],  # an entry's own overrides, as the screen applies them
                     f"strategy={strategy}",
                     f"feature_cache.dir={scratch / data / 'runs_cache'}",
                     "logger=none",

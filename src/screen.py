@@ -47,10 +47,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 from transferlab import build, console, resolvers
@@ -62,7 +58,7 @@ from transferlab.feature_cache import split_features
 from transferlab.freeze import HeadOnly
 from transferlab.run import pre_fit_device
 from transferlab.screen_report import Entry, NotScreened, Screened, markdown, plot
-from transferlab.transferability import probe_sample
+from transferlab.transferability import probe_fold_scores, probe_sample
 
 log = logging.getLogger("transferlab")
 console.quiet_upstream()
@@ -263,7 +259,7 @@ def measure(e: Entry, cfg: DictConfig, bar: Progress, data_facts: dict) -> Scree
     computed, pass_seconds = bool(calls), time.perf_counter() - started
     images_per_s = images_per_second(calls) if computed else throughput(module, data, split)
     started = time.perf_counter()
-    folds = fold_scores(features.numpy(), labels, data.seed)
+    folds = probe_fold_scores(features.numpy(), labels, data.seed)
     fit_seconds = time.perf_counter() - started  # auto's probe: more than the pass itself for 1280 features
     backbone = module.backbone
     data_facts.update(
@@ -308,16 +304,6 @@ def check_classes(labels: np.ndarray, class_names: list[str]) -> None:
         raise TransferlabError(
             f"the linear probe needs 2 classes with 2 training images each; the sample has {dict(zip(class_names, counts.tolist()))}"
         )
-
-
-def fold_scores(features: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """Chance-corrected accuracy of each fold of transferability.linear_probe_score's probe (same model,
-    same folds): their mean, floored at 0, is that score, strategy=auto's similarity."""
-    classes, counts = np.unique(labels, return_counts=True)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=0.5, random_state=seed))
-    accuracy = cross_val_score(probe, features, labels, cv=int(min(3, counts.min())))
-    chance = counts.max() / counts.sum()
-    return (accuracy - chance) / (1 - chance)
 
 
 @torch.no_grad()

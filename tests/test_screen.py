@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from transferlab import build
+from transferlab import build, screen_report
 from transferlab.backbones import create_backbone
 from transferlab.errors import TransferlabError
 
@@ -246,3 +246,27 @@ def test_bad_input_is_one_line_and_exit_1(arguments, message, env, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 1 and message in output, output
     assert "Traceback" not in output and not (tmp_path / "screen.md").exists()
+
+
+def test_backbones_within_the_first_ones_spread_are_reported_tied_with_the_cheapest_named():
+    def row(model: str, probe: float, spread: float, gflops: float, weights: str = "pretrained") -> dict:
+        return {
+            "model": model,
+            "weights": weights,
+            "probe": probe,
+            "probe_spread": spread,
+            "gflops": gflops,
+            "images_per_s": 1,
+        }
+
+    backbones = [
+        row("big", 0.88, 0.05, 2.0),
+        row("small", 0.85, 0.02, 0.5),  # 0.03 below: within big's ± 0.05
+        row("far", 0.70, 0.02, 0.1),
+        row("random", 0.87, 0.01, 0.1, weights="random"),  # references are never part of a tie
+    ]
+    assert [s["model"] for s in screen_report.tied_with_first(backbones)] == ["big", "small"]
+    assert screen_report.tie_note(backbones)[1].startswith("**big, small are tied**")
+    assert "The cheapest of them, **small**" in screen_report.tie_note(backbones)[1]
+    backbones[0]["probe_spread"] = 0.01
+    assert screen_report.tie_note(backbones) == [], "0.03 apart with ± 0.02 at most: told apart"

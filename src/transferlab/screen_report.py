@@ -73,6 +73,7 @@ def markdown(report: dict) -> str:
         "pass on this machine; GFLOPs: per image at the input size. Probes closer than their ± are not told "
         "apart by this sample (a larger sample_size narrows it).",
     ]
+    lines += tie_note(report["backbones"])
     lines += reference_note(report["backbones"])
     if report["not_screened"]:
         lines += ["", "## Not screened", ""]
@@ -81,6 +82,28 @@ def markdown(report: dict) -> str:
             lines += [f"  - {detail}" for detail in s["details"]]
     lines += ["", "## Next", "", "```bash", *report["commands"], "```", ""]
     return "\n".join(lines)
+
+
+def tied_with_first(backbones: list[dict]) -> list[dict]:
+    """The pretrained backbones whose probe is within the first one's, or their own, ± of it."""
+    pretrained = [s for s in backbones if s["weights"] == "pretrained"]
+    if not pretrained:
+        return []
+    first = pretrained[0]
+    return [s for s in pretrained if first["probe"] - s["probe"] <= max(first["probe_spread"], s["probe_spread"])]
+
+
+def tie_note(backbones: list[dict]) -> list[str]:
+    tied = tied_with_first(backbones)
+    if len(tied) < 2:
+        return []
+    cheapest = min(tied, key=lambda s: (s["gflops"] is None, s["gflops"] or 0.0, -s["images_per_s"]))
+    return [
+        "",
+        f"**{', '.join(s['model'] for s in tied)} are tied**: their probes differ by less than their ±, so this "
+        f"sample does not tell them apart, and full training on such data often ranks them differently from run to "
+        f"run. The cheapest of them, **{cheapest['model']}**, is as good a start as any.",
+    ]
 
 
 def reference_note(backbones: list[dict]) -> list[str]:

@@ -64,11 +64,17 @@ def proportional(counts: np.ndarray, total: int) -> np.ndarray:
 
 def linear_probe_score(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
     """Cross-validated probe accuracy rescaled so that chance is 0 and perfect is 1."""
+    return float(max(0.0, probe_fold_scores(features, labels, seed).mean()))
+
+
+def probe_fold_scores(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The chance-corrected accuracy of each fold (up to 3, stratified) of the probe: standardised
+    features, L2 logistic regression. Their mean, floored at 0, is `linear_probe_score`."""
     classes, counts = np.unique(labels, return_counts=True)
     folds = int(min(3, counts.min()))
     if folds < 2:
         raise ValueError("the linear probe needs at least 2 images of every class")
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=0.5, random_state=seed))
-    accuracy = cross_val_score(probe, features, labels, cv=folds).mean()
+    accuracy = cross_val_score(probe, features, labels, cv=folds)
     chance = counts.max() / counts.sum()
-    return float(max(0.0, (accuracy - chance) / (1 - chance)))
+    return (accuracy - chance) / (1 - chance)
