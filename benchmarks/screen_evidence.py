@@ -56,7 +56,8 @@ def measure(data: str, models: list[str], extra: list[str], scratch: Path) -> di
             f"hydra.run.dir={screen_dir}",
         ]
     )
-    probes = {b["model"]: b["probe"] for b in json.loads((screen_dir / "screen.json").read_text())["backbones"]}
+    screened_rows = json.loads((screen_dir / "screen.json").read_text())["backbones"]
+    probes = {b["model"]: b["probe"] for b in screened_rows}
     runs: dict[str, dict[str, dict]] = {strategy: {} for strategy in STRATEGIES}
     for strategy in STRATEGIES:
         for model in models:
@@ -91,6 +92,7 @@ def measure(data: str, models: list[str], extra: list[str], scratch: Path) -> di
         }
     return {
         "probe": probes,
+        "probe_spread": {b["model"]: b["probe_spread"] for b in screened_rows},
         "runs": runs,
         "agreement": agreement,
         "screen_s": screen_s,
