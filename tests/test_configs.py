@@ -130,7 +130,8 @@ def test_each_strategy_carries_its_recipe_and_the_command_line_overrides_it(tmp_
         ([], "head_only", (0.01, 30, 10)),  # head_only's recipe, as strategy=head_only has it
         (["optimizer.lr=0.5"], "head_only", (0.5, 30, 10)),  # the command line still wins
         (["callbacks.early_stopping=null"], "head_only", (0.01, 30, None)),
-        ([], "top_blocks", (0.01, 10, 5)),
+        ([], "top_blocks", (0.003, 10, 5)),
+        (["optimizer.lr=0.02"], "full_finetune", (0.02, 10, 5)),
         (["strategy.similar=0.1"], "full_finetune", (0.003, 10, 5)),  # auto's own options are left out
     ],
 )
