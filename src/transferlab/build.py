@@ -209,6 +209,16 @@ def adopt_recipe(cfg: DictConfig, module: ImageClassifier, strategy: str) -> dic
     return changed
 
 
+def save_recipe(cfg: DictConfig, saved: Path) -> None:
+    """Write the recipe keys of `cfg` into a run's saved config (.hydra/config.yaml), nothing else."""
+    config = OmegaConf.load(saved)
+    for key in RECIPE_KEYS:
+        OmegaConf.update(config, key, OmegaConf.select(cfg, key), merge=False)
+    partial = saved.with_name(saved.name + ".part")
+    OmegaConf.save(config, partial)
+    partial.replace(saved)  # atomic: a resume never reads a half-written config
+
+
 def override_key(override: str) -> str:
     """The top-level key a command-line override sets: `+strategy.n=3` → strategy."""
     return override.lstrip("+~").split("=", 1)[0].split(".", 1)[0]

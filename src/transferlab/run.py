@@ -115,9 +115,12 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
     module.to(pre_fit_device(cfg))  # the passes before fit run where training will
     policy.prepare(module, datamodule)  # strategy=auto decides here, so that head_only gets the cache
-    if policy.decides_from_data:
+    if policy.decides_from_data and checkpoint_to_resume is None:  # a resumed run's saved config has it already
         recipe = build.adopt_recipe(cfg, module, policy.chosen.name)
         log.info("strategy=auto chose %s and trains with its recipe: %s", policy.chosen.name, recipe or "unchanged")
+        saved = output_dir / ".hydra" / "config.yaml"
+        if recipe and saved.is_file() and parallel.is_global_zero():  # so that resume=<run dir> continues with it
+            build.save_recipe(cfg, saved)
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
         module.backbone.compile(backend=cfg.compile.backend, mode=cfg.compile.mode, dynamic=False)
