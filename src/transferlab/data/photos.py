@@ -86,11 +86,11 @@ class PhotosDataModule(ImageClassificationDataModule):
         rng = np.random.default_rng(self.seed)
         splits = {name: Split([], []) for name in SPLITS}
         loaders = photographs()
+        bounds = np.cumsum((0, *self.cells))  # where each split's cells start and stop in a photograph's deal
         for label, load in enumerate(loaders.values()):
             photo = load()
             boxes = cell_boxes(photo.shape[0], photo.shape[1], self.grid)
             dealt = rng.permutation(len(boxes))
-            bounds = np.cumsum((0, *self.cells))
             for name, start, stop in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
                 for cell in dealt[start:stop]:
                     crops = crops_in_cell(photo, boxes[cell], self.crops_per_cell, self.crop_size, rng)
