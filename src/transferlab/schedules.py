@@ -1,0 +1,60 @@
+"""Learning-rate schedules stepped every optimizer step (scheduler=warmup_cosine).
+
+Why per step: the small sets of this framework have 8–17 optimizer steps an epoch, so a warm-up
+counted in whole epochs would hold the first epoch at one low rate and then jump. Here the rate
+rises linearly from 0 over `warmup_epochs` worth of steps, then falls along a cosine to
+`min_lr_ratio` × the peak at the end of trainer.max_epochs (timm's and Hugging Face's usual
+fine-tuning schedule). A fresh head on a pretrained backbone sends large gradients into it in its
+first steps; the warm-up keeps those steps small, which is what lets a fine-tuning run use a
+larger peak rate without losing the pretrained features.
+
+The factor is a function of the step count alone (`last_epoch`, restored from a checkpoint), so a
+resumed run continues the schedule exactly. Groups that join later (gradual, two_phase) append
+their rate to `base_lrs` and follow the same factor from their first step.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from transferlab.errors import TransferlabError
+
+
+def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
+    """The share of the peak rate at optimizer step `step` (0-based) of `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps  # the first step already moves: (1 / warmup) of the peak
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WarmupCosine(LRScheduler):
+    """Linear warm-up over `warmup_epochs`, then a cosine to `min_lr_ratio` × the peak at `total_steps`."""
+
+    per_step = True  # configure_optimizers passes total_steps and steps_per_epoch, and steps it every batch
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int,
+        steps_per_epoch: int,
+        warmup_epochs: float = 1.0,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        if warmup_epochs < 0:
+            raise TransferlabError(f"scheduler.warmup_epochs={warmup_epochs}: use 0 (no warm-up) or more")
+        if not 0 <= min_lr_ratio <= 1:
+            raise TransferlabError(f"scheduler.min_lr_ratio={min_lr_ratio}: a share of the peak rate, from 0 to 1")
+        self.total_steps = total_steps
+        self.warmup_steps = round(warmup_epochs * steps_per_epoch)
+        self.min_lr_ratio = min_lr_ratio
+        super().__init__(optimizer)
+
+    def factor(self) -> float:
+        return warmup_cosine_factor(self.last_epoch, self.total_steps, self.warmup_steps, self.min_lr_ratio)
+
+    def get_lr(self) -> list[float]:
+        return [base_lr * self.factor() for base_lr in self.base_lrs]
