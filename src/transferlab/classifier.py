@@ -7,7 +7,6 @@ policy can give blocks their own learning rates (`block_lr_scales`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import lightning as L
@@ -25,7 +24,7 @@ from torchmetrics.classification import (
 )
 
 from transferlab.backbones import Backbone, create_backbone
-from transferlab.errors import TransferlabError
+from transferlab.schedules import build_scheduler
 from transferlab.weights import PACKAGED_LITE, check_packaged_arch, packaged_lite_arch
 
 
@@ -189,16 +188,11 @@ class ImageClassifier(L.LightningModule):
         optimizer = instantiate(self.hparams.optimizer)(self.param_groups())
         if not self.hparams.scheduler:
             return optimizer
-        factory = instantiate(self.hparams.scheduler)
-        if not getattr(factory.func, "per_step", False):
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": factory(optimizer), "interval": "epoch"}}
-        # A schedule over optimizer steps (schedules.py): its length is the run's step budget.
-        total_steps = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total_steps):
-            raise TransferlabError("scheduler: a per-step schedule needs an epoch budget; set trainer.max_epochs")
-        epochs = max(self.trainer.max_epochs, 1)
-        scheduler = factory(optimizer, total_steps=int(total_steps), steps_per_epoch=max(int(total_steps) // epochs, 1))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # A per-step schedule (schedules.py) spans the run's step budget, which the trainer knows.
+        scheduler, interval = build_scheduler(
+            self.hparams.scheduler, optimizer, self.trainer.estimated_stepping_batches, self.trainer.max_epochs
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Reloading rebuilds the architecture only; the weights come from the state dict.

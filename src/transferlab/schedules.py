@@ -16,7 +16,9 @@ their rate to `base_lrs` and follow the same factor from their first step.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from hydra.utils import instantiate
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -58,3 +60,15 @@ class WarmupCosine(LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [base_lr * self.factor() for base_lr in self.base_lrs]
+
+
+def build_scheduler(config: dict, optimizer: Optimizer, total_steps: float, epochs: int) -> tuple[LRScheduler, str]:
+    """The `scheduler:` config built on `optimizer`, and the interval Lightning steps it at ("epoch" or
+    "step"). A per-step schedule is told the run's step budget (`total_steps` over `epochs`)."""
+    factory: Any = instantiate(config)
+    if not getattr(factory.func, "per_step", False):
+        return factory(optimizer), "epoch"
+    if not math.isfinite(total_steps):
+        raise TransferlabError("scheduler: a per-step schedule needs an epoch budget; set trainer.max_epochs")
+    steps = int(total_steps)
+    return factory(optimizer, total_steps=steps, steps_per_epoch=max(steps // max(epochs, 1), 1)), "step"
