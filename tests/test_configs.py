@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 
 from transferlab import build
 from transferlab.freeze import FreezePolicy
+from transferlab.schedules import build_scheduler
 
 from conftest import CONF, compose_config
 
@@ -33,7 +34,8 @@ def test_optimizers_and_schedulers_are_partials(optimizer, scheduler, tmp_path):
     if scheduler == "none":
         assert cfg.scheduler is None
     else:
-        assert isinstance(instantiate(cfg.scheduler)(built), torch.optim.lr_scheduler.LRScheduler)
+        scheduler, interval = build_scheduler(cfg.scheduler, built, total_steps=100, epochs=10)
+        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler) and interval in ("epoch", "step")
 
 
 @pytest.mark.parametrize("model", options("model"))
