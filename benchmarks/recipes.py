@@ -50,18 +50,39 @@ GRIDS = {
 SECONDS_PER_EPOCH = {"head_only": 0.2, "default": 12.0}
 
 
-def run(overrides: list[str], where: Path) -> dict:
-    """One training run, as `src/train.py` with these overrides would do it, in this process."""
-    cfg = build.run_config([*overrides, f"hydra.run.dir={where}"], where)
-    started = time.perf_counter()
-    metrics = train(cfg)
+def run(overrides: list[str], where: Path, seeds: int = 1) -> dict:
+    """Training runs, as `src/train.py` with these overrides would do them, in this process: one per seed
+    (42, 43, ...; the seed also draws data subsets and splits), their mean accuracies and test spread."""
+    runs = []
+    for seed in range(42, 42 + seeds):
+        cfg = build.run_config([*overrides, f"seed={seed}", f"hydra.run.dir={where}/seed{seed}"], where / f"seed{seed}")
+        started = time.perf_counter()
+        metrics = train(cfg)
+        runs.append(
+            {
+                "val": round(metrics["val/acc_best"], 4),
+                "test": round(metrics["test/acc"], 4),
+                "epochs": metrics["epochs"],
+                "s": round(time.perf_counter() - started, 1),
+                **({"choice": metrics["auto/choice"]} if "auto/choice" in metrics else {}),
+            }
+        )
+    if seeds == 1:
+        return runs[0]
+    tests = [r["test"] for r in runs]
     return {
-        "val": round(metrics["val/acc_best"], 4),
-        "test": round(metrics["test/acc"], 4),
-        "epochs": metrics["epochs"],
-        "s": round(time.perf_counter() - started, 1),
-        **({"choice": metrics["auto/choice"]} if "auto/choice" in metrics else {}),
+        "val": round(float(np.mean([r["val"] for r in runs])), 4),
+        "test": round(float(np.mean(tests)), 4),
+        "test_sd": round(float(np.std(tests, ddof=1)), 4),
+        "epochs": [r["epochs"] for r in runs],
+        "s": round(sum(r["s"] for r in runs), 1),
+        "runs": runs,
     }
+
+
+def shown(result: dict) -> str:
+    """Test accuracy, with its spread over seeds when there are several."""
+    return f"{result['test']:.4f}" + (f" ± {result['test_sd']:.4f}" if "test_sd" in result else "")
 
 
 def linear_probe(data_overrides: list[str]) -> dict:
@@ -98,14 +119,15 @@ def grid_of(args, strategy: str) -> tuple[list[float], list[int]]:
 
 def plan(args, strategies: list[str]) -> str:
     grids = {s: grid_of(args, s) for s in strategies}
-    runs = sum(1 + len(lrs) * len(epochs) for lrs, epochs in grids.values())
-    seconds = sum(
+    runs = args.seeds * sum(1 + len(lrs) * len(epochs) for lrs, epochs in grids.values())
+    seconds = args.seeds * sum(
         SECONDS_PER_EPOCH.get(s, SECONDS_PER_EPOCH["default"]) * (10 + len(lrs) * sum(epochs))
         for s, (lrs, epochs) in grids.items()
     )
+    seeds = f", {args.seeds} seeds a point" if args.seeds > 1 else ""
     return (
         f"recipes: {args.data}, strategies {', '.join(strategies)}: each at its defaults, then its lr × max_epochs "
-        f"grid ({runs} runs at most){' + the linear probe' if 'head_only' in strategies else ''}; "
+        f"grid ({runs} runs at most{seeds}){' + the linear probe' if 'head_only' in strategies else ''}; "
         f"time: about {max(1, round(seconds / 60))} min on an idle 2-core CPU (up to 3 times that on a busy one)"
     )
 
@@ -120,6 +142,9 @@ def main() -> None:
     parser.add_argument("--lrs", default=None, type=lambda t: [float(v) for v in t.split(",")], help="every grid's")
     parser.add_argument("--epochs", default=None, type=lambda t: [int(v) for v in t.split(",")], help="every grid's")
     parser.add_argument("--extra", default="", help="overrides for every run, space-separated")
+    parser.add_argument(
+        "--seeds", default=1, type=int, help="runs per grid point (seeds 42, 43, ...): means and spread"
+    )
     args = parser.parse_args()
     strategies = args.strategies.split(",")
     print(plan(args, strategies), flush=True)
@@ -140,10 +165,11 @@ def main() -> None:
         for strategy in strategies:
             where = Path(scratch) / strategy
             cfg = build.compose([*common, f"strategy={strategy}"])
-            default = run([*common, f"strategy={strategy}"], where / "default")
+            default = run([*common, f"strategy={strategy}"], where / "default", args.seeds)
             if strategy == "auto":
-                figures[strategy] = {"default": {"choice": default.pop("choice"), **default}}
-                print(f"{strategy:<16} chose {figures[strategy]['default']['choice']}: test {default['test']:.4f}")
+                choice = default.pop("choice", None) or "/".join(r["choice"] for r in default["runs"])
+                figures[strategy] = {"default": {"choice": choice, **default}}
+                print(f"{strategy:<16} chose {choice}: test {shown(default)}")
                 continue
             lrs, budgets = grid_of(args, strategy)
             grid = {}
@@ -156,6 +182,7 @@ def main() -> None:
                     grid[key] = run(
                         [*common, f"strategy={strategy}", f"optimizer.lr={lr}", f"trainer.max_epochs={epochs}"],
                         where / f"lr{lr:g}-e{epochs}",
+                        args.seeds,
                     )
             best_key = max(grid, key=lambda k: (grid[k]["val"], -grid[k]["s"]))  # chosen on val, never on test
             figures[strategy] = {
@@ -168,8 +195,8 @@ def main() -> None:
                 figures[strategy]["linear_probe"] = linear_probe(common)
             print(
                 f"{strategy:<16} default (lr {cfg.optimizer.lr:g}, ≤{cfg.trainer.max_epochs} epochs): test "
-                f"{default['test']:.4f} in {default['s']} s | grid best on val ({best_key}): test "
-                f"{grid[best_key]['test']:.4f}{'' if strategy != 'head_only' else ' | linear probe: ' + str(figures[strategy]['linear_probe'])}",
+                f"{shown(default)} in {default['s']} s | grid best on val ({best_key}): test "
+                f"{shown(grid[best_key])}{'' if strategy != 'head_only' else ' | linear probe: ' + str(figures[strategy]['linear_probe'])}",
                 flush=True,
             )
     print(json.dumps({"data": args.data, "strategies": figures}))
