@@ -42,6 +42,7 @@ STRATEGIES = (
 # auto is only run at its defaults (it picks one of the others).
 GRIDS = {
     "head_only": ([0.003, 0.01, 0.03, 0.1], [30, 60]),
+    "discriminative": ([0.001, 0.003, 0.005, 0.01], [10]),  # 5e-3, its default, between the sets' choices
     "auto": ([], []),
     "default": ([0.001, 0.003, 0.01], [10]),
 }
