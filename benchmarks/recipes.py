@@ -51,12 +51,14 @@ GRIDS = {
 SECONDS_PER_EPOCH = {"head_only": 0.2, "default": 12.0}
 
 
-def run(overrides: list[str], where: Path, seeds: int = 1) -> dict:
-    """Training runs, as `src/train.py` with these overrides would do them, in this process: one per seed
-    (42, 43, ...; the seed also draws data subsets and splits), their mean accuracies and test spread."""
+def run(overrides: list[str], where: Path, seeds: int = 1, first_seed: int = 42) -> dict:
+    """Training runs, as `src/train.py` with these overrides would do them, in this process. With several
+    seeds (first_seed, first_seed + 1, ...; the seed also draws data subsets and splits): one run each,
+    their mean accuracies and test spread. With one, the config's own seed (an override's, if any)."""
     runs = []
-    for seed in range(42, 42 + seeds):
-        cfg = build.run_config([*overrides, f"seed={seed}", f"hydra.run.dir={where}/seed{seed}"], where / f"seed{seed}")
+    for seed in range(first_seed, first_seed + seeds):
+        chosen = [f"seed={seed}"] if seeds > 1 else []
+        cfg = build.run_config([*overrides, *chosen, f"hydra.run.dir={where}/seed{seed}"], where / f"seed{seed}")
         started = time.perf_counter()
         metrics = train(cfg)
         runs.append(
@@ -143,10 +145,11 @@ def main() -> None:
     parser.add_argument("--lrs", default=None, type=lambda t: [float(v) for v in t.split(",")], help="every grid's")
     parser.add_argument("--epochs", default=None, type=lambda t: [int(v) for v in t.split(",")], help="every grid's")
     parser.add_argument("--extra", default="", help="overrides for every run, space-separated")
-    parser.add_argument(
-        "--seeds", default=1, type=int, help="runs per grid point (seeds 42, 43, ...): means and spread"
-    )
+    parser.add_argument("--seeds", default=1, type=int, help="runs per grid point: means and spread")
+    parser.add_argument("--first-seed", default=42, type=int, help="with --seeds N: seeds first, first + 1, ...")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: at least 1")
     strategies = args.strategies.split(",")
     print(plan(args, strategies), flush=True)
     logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -166,7 +169,7 @@ def main() -> None:
         for strategy in strategies:
             where = Path(scratch) / strategy
             cfg = build.compose([*common, f"strategy={strategy}"])
-            default = run([*common, f"strategy={strategy}"], where / "default", args.seeds)
+            default = run([*common, f"strategy={strategy}"], where / "default", args.seeds, args.first_seed)
             if strategy == "auto":
                 choice = default.pop("choice", None) or "/".join(r["choice"] for r in default["runs"])
                 figures[strategy] = {"default": {"choice": choice, **default}}
@@ -184,6 +187,7 @@ def main() -> None:
                         [*common, f"strategy={strategy}", f"optimizer.lr={lr}", f"trainer.max_epochs={epochs}"],
                         where / f"lr{lr:g}-e{epochs}",
                         args.seeds,
+                        args.first_seed,
                     )
             best_key = max(grid, key=lambda k: (grid[k]["val"], -grid[k]["s"]))  # chosen on val, never on test
             figures[strategy] = {

@@ -34,8 +34,9 @@ def test_optimizers_and_schedulers_are_partials(optimizer, scheduler, tmp_path):
     if scheduler == "none":
         assert cfg.scheduler is None
     else:
-        scheduler, interval = build_scheduler(cfg.scheduler, built, total_steps=100, epochs=10)
-        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler) and interval in ("epoch", "step")
+        stepper, interval = build_scheduler(cfg.scheduler, built, budget=lambda: (100, 10))
+        assert isinstance(stepper, torch.optim.lr_scheduler.LRScheduler)
+        assert interval == ("step" if scheduler == "warmup_cosine" else "epoch")
 
 
 @pytest.mark.parametrize("model", options("model"))

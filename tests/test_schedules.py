@@ -40,7 +40,8 @@ def test_the_factor_rises_linearly_then_follows_a_cosine_to_its_floor():
 
 
 def test_every_step_of_a_fit_runs_at_the_closed_form_rate_and_a_joining_group_follows(colour_folder):
-    module, datamodule = build(colour_folder, scheduler=WARMUP)
+    # Two warm-up epochs: the backbone joins (epoch 1) in the middle of the warm-up.
+    module, datamodule = build(colour_folder, scheduler={**WARMUP, "warmup_epochs": 2.0})
     record = StepRates()
     trainer = make_trainer(TwoPhase(head_epochs=1, unfreeze_lr_scale=0.1), 3, record)
     trainer.fit(module, datamodule)
@@ -48,12 +49,13 @@ def test_every_step_of_a_fit_runs_at_the_closed_form_rate_and_a_joining_group_fo
     per_epoch = trainer.num_training_batches
     total = 3 * per_epoch
     assert per_epoch >= 2 and len(record.rates) == total
-    expected = [LR * warmup_cosine_factor(step, total, per_epoch, 0.0) for step in range(total)]
+    expected = [LR * warmup_cosine_factor(step, total, 2 * per_epoch, 0.0) for step in range(total)]
     assert [rates[0] for rates in record.rates] == pytest.approx(expected), "the head, every step"
     assert all(len(rates) == 1 for rates in record.rates[:per_epoch]), "the backbone is frozen in epoch 0"
-    # The backbone joins at lr × 0.1 in epoch 1; after its first step it follows the same factor.
-    joined = [rates[1] for rates in record.rates[per_epoch + 1 :]]
-    assert joined == pytest.approx([0.1 * rate for rate in expected[per_epoch + 1 :]])
+    # The backbone joins at lr × 0.1 × the schedule's factor, from its very first step (not at the undecayed rate).
+    joined = [rates[1] for rates in record.rates[per_epoch:]]
+    assert joined == pytest.approx([0.1 * rate for rate in expected[per_epoch:]])
+    assert joined[0] < 0.1 * LR, "mid-warm-up: its first step is below its peak"
 
 
 def test_a_resumed_run_continues_the_schedule_and_matches_an_uninterrupted_run(colour_folder, tmp_path):
@@ -74,7 +76,25 @@ def test_a_resumed_run_continues_the_schedule_and_matches_an_uninterrupted_run(c
         assert torch.allclose(expected, actual, atol=1e-6), name
 
 
+def test_the_warm_up_counts_steps_of_an_epoch_when_max_steps_ends_the_run(colour_folder):
+    # max_epochs=-1, max_steps=N: the warm-up is still one epoch of steps, and the cosine ends at step N.
+    module, datamodule = build(colour_folder, scheduler=WARMUP)
+    record = StepRates()
+    trainer = make_trainer(FullFinetune(), -1, record, max_steps=5)
+    trainer.fit(module, datamodule)
+    per_epoch = trainer.num_training_batches
+    assert per_epoch < 5 and len(record.rates) == 5
+    expected = [LR * warmup_cosine_factor(step, 5, per_epoch, 0.0) for step in range(5)]
+    assert [rates[0] for rates in record.rates] == pytest.approx(expected)
+
+
+def test_a_step_budget_in_the_scheduler_config_is_one_clear_error(colour_folder):
+    module, datamodule = build(colour_folder, scheduler={**WARMUP, "total_steps": 500})
+    with pytest.raises(TransferlabError, match=r"scheduler.total_steps: the run sets it from its own step budget"):
+        make_trainer(FullFinetune(), 2).fit(module, datamodule)
+
+
 def test_a_per_step_schedule_without_an_epoch_budget_is_one_clear_error(colour_folder):
     module, datamodule = build(colour_folder, scheduler=WARMUP)
-    with pytest.raises(TransferlabError, match=r"per-step schedule needs an epoch budget; set trainer.max_epochs"):
+    with pytest.raises(TransferlabError, match=r"per-step schedule needs a step budget; set trainer.max_epochs"):
         make_trainer(FullFinetune(), -1).fit(module, datamodule)

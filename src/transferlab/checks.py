@@ -185,7 +185,7 @@ def check_optimizer(cfg: DictConfig) -> None:
         raise TransferlabError(f"optimizer ({cfg.optimizer._target_}): {_reason(error)}") from None
     if cfg.get("scheduler"):
         try:
-            build_scheduler(cfg.scheduler, optimizer, total_steps=1, epochs=1)  # a stand-in step budget
+            build_scheduler(cfg.scheduler, optimizer, budget=lambda: (1, 1))  # a stand-in step budget
         except Exception as error:  # noqa: BLE001
             raise TransferlabError(f"scheduler ({cfg.scheduler._target_}): {_reason(error)}") from None
 

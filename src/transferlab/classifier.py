@@ -7,6 +7,7 @@ policy can give blocks their own learning rates (`block_lr_scales`).
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import lightning as L
@@ -188,11 +189,16 @@ class ImageClassifier(L.LightningModule):
         optimizer = instantiate(self.hparams.optimizer)(self.param_groups())
         if not self.hparams.scheduler:
             return optimizer
-        # A per-step schedule (schedules.py) spans the run's step budget, which the trainer knows.
-        scheduler, interval = build_scheduler(
-            self.hparams.scheduler, optimizer, self.trainer.estimated_stepping_batches, self.trainer.max_epochs
-        )
+        scheduler, interval = build_scheduler(self.hparams.scheduler, optimizer, self.step_budget)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def step_budget(self) -> tuple[float, int]:
+        """(optimizer steps of the whole run, optimizer steps an epoch), for a per-step schedule."""
+        total = self.trainer.estimated_stepping_batches  # loads the training data, unless max_steps alone decides
+        if not math.isfinite(self.trainer.num_training_batches):
+            self.trainer.fit_loop.setup_data()  # what estimated_stepping_batches does when it needs the loader
+        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        return total, per_epoch
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Reloading rebuilds the architecture only; the weights come from the state dict.

@@ -18,6 +18,7 @@ Two things differ from Lightning's helpers on purpose:
 from __future__ import annotations
 
 import logging
+import math
 
 import lightning as L
 import numpy as np
@@ -120,11 +121,14 @@ class FreezePolicy(BaseFinetuning):
         params = [p for m in modules for p in m.parameters() if id(p) not in known]
         if not params:
             return  # already there: a resumed run restored this group from the checkpoint
-        optimizer.add_param_group({"params": params, "lr": lr, "initial_lr": lr})
-        for config in pl_module.trainer.lr_scheduler_configs:
-            if config.scheduler.optimizer is optimizer:
-                config.scheduler.base_lrs.append(lr)
-                internals.append_last_lr(config.scheduler, lr)
+        # A schedule that knows its current factor (schedules.WarmupCosine) has the group join at it, not at
+        # its undecayed rate; the epoch schedulers of torch follow a new group from their next step.
+        schedulers = [c.scheduler for c in pl_module.trainer.lr_scheduler_configs if c.scheduler.optimizer is optimizer]
+        now = lr * math.prod(s.factor() for s in schedulers if hasattr(s, "factor"))
+        optimizer.add_param_group({"params": params, "lr": now, "initial_lr": lr})
+        for scheduler in schedulers:
+            scheduler.base_lrs.append(lr)
+            internals.append_last_lr(scheduler, now)
         log.info(
             "epoch %d: %d parameters join the optimizer at lr %.2e",
             pl_module.current_epoch,

@@ -2,20 +2,21 @@
 
 Why per step: the small sets of this framework have 8–17 optimizer steps an epoch, so a warm-up
 counted in whole epochs would hold the first epoch at one low rate and then jump. Here the rate
-rises linearly from 0 over `warmup_epochs` worth of steps, then falls along a cosine to
+rises linearly to its peak over `warmup_epochs` worth of steps, then falls along a cosine to
 `min_lr_ratio` × the peak at the end of trainer.max_epochs (timm's and Hugging Face's usual
 fine-tuning schedule). A fresh head on a pretrained backbone sends large gradients into it in its
-first steps; the warm-up keeps those steps small, which is what lets a fine-tuning run use a
-larger peak rate without losing the pretrained features.
+first steps; the warm-up keeps those steps small (whether that buys a larger peak rate depends on
+the data: see the README's recipe study).
 
 The factor is a function of the step count alone (`last_epoch`, restored from a checkpoint), so a
 resumed run continues the schedule exactly. Groups that join later (gradual, two_phase) append
-their rate to `base_lrs` and follow the same factor from their first step.
+their rate to `base_lrs` and join at the current factor (freeze.py's add_param_group).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from hydra.utils import instantiate
@@ -62,13 +63,20 @@ class WarmupCosine(LRScheduler):
         return [base_lr * self.factor() for base_lr in self.base_lrs]
 
 
-def build_scheduler(config: dict, optimizer: Optimizer, total_steps: float, epochs: int) -> tuple[LRScheduler, str]:
+def build_scheduler(
+    config: dict, optimizer: Optimizer, budget: Callable[[], tuple[float, int]]
+) -> tuple[LRScheduler, str]:
     """The `scheduler:` config built on `optimizer`, and the interval Lightning steps it at ("epoch" or
-    "step"). A per-step schedule is told the run's step budget (`total_steps` over `epochs`)."""
+    "step"). Only a per-step schedule asks for `budget()`: (the run's optimizer steps, steps an epoch)."""
+    for key in ("total_steps", "steps_per_epoch"):
+        if key in config:
+            raise TransferlabError(f"scheduler.{key}: the run sets it from its own step budget; remove it")
     factory: Any = instantiate(config)
     if not getattr(factory.func, "per_step", False):
         return factory(optimizer), "epoch"
+    total_steps, steps_per_epoch = budget()
     if not math.isfinite(total_steps):
-        raise TransferlabError("scheduler: a per-step schedule needs an epoch budget; set trainer.max_epochs")
-    steps = int(total_steps)
-    return factory(optimizer, total_steps=steps, steps_per_epoch=max(steps // max(epochs, 1), 1)), "step"
+        raise TransferlabError(
+            "scheduler: a per-step schedule needs a step budget; set trainer.max_epochs (or trainer.max_steps)"
+        )
+    return factory(optimizer, total_steps=int(total_steps), steps_per_epoch=max(steps_per_epoch, 1)), "step"
