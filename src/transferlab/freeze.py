@@ -121,10 +121,10 @@ class FreezePolicy(BaseFinetuning):
         params = [p for m in modules for p in m.parameters() if id(p) not in known]
         if not params:
             return  # already there: a resumed run restored this group from the checkpoint
-        # A schedule that knows its current factor (schedules.WarmupCosine) has the group join at it, not at
+        # A schedule that knows its current factor (schedules.WarmupCosine.current_factor) has the group join at it, not at
         # its undecayed rate; the epoch schedulers of torch follow a new group from their next step.
         schedulers = [c.scheduler for c in pl_module.trainer.lr_scheduler_configs if c.scheduler.optimizer is optimizer]
-        now = lr * math.prod(s.factor() for s in schedulers if hasattr(s, "factor"))
+        now = lr * math.prod(s.current_factor() for s in schedulers if hasattr(s, "current_factor"))
         optimizer.add_param_group({"params": params, "lr": now, "initial_lr": lr})
         for scheduler in schedulers:
             scheduler.base_lrs.append(lr)

@@ -56,11 +56,11 @@ class WarmupCosine(LRScheduler):
         self.min_lr_ratio = min_lr_ratio
         super().__init__(optimizer)
 
-    def factor(self) -> float:
+    def current_factor(self) -> float:  # not `factor`: torch's ConstantLR and ReduceLROnPlateau have a float one
         return warmup_cosine_factor(self.last_epoch, self.total_steps, self.warmup_steps, self.min_lr_ratio)
 
     def get_lr(self) -> list[float]:
-        return [base_lr * self.factor() for base_lr in self.base_lrs]
+        return [base_lr * self.current_factor() for base_lr in self.base_lrs]
 
 
 def build_scheduler(
