@@ -57,8 +57,8 @@ def run(overrides: list[str], where: Path, seeds: int = 1, first_seed: int = 42)
     their mean accuracies and test spread. With one, the config's own seed (an override's, if any)."""
     runs = []
     for seed in range(first_seed, first_seed + seeds):
-        chosen = [f"seed={seed}"] if seeds > 1 else []
-        cfg = build.run_config([*overrides, *chosen, f"hydra.run.dir={where}/seed{seed}"], where / f"seed{seed}")
+        chosen, run_dir = ([f"seed={seed}"], where / f"seed{seed}") if seeds > 1 else ([], where)
+        cfg = build.run_config([*overrides, *chosen, f"hydra.run.dir={run_dir}"], run_dir)
         started = time.perf_counter()
         metrics = train(cfg)
         runs.append(

@@ -60,7 +60,8 @@ class WarmupCosine(LRScheduler):
         return warmup_cosine_factor(self.last_epoch, self.total_steps, self.warmup_steps, self.min_lr_ratio)
 
     def get_lr(self) -> list[float]:
-        return [base_lr * self.current_factor() for base_lr in self.base_lrs]
+        factor = self.current_factor()  # once per step, for every group
+        return [base_lr * factor for base_lr in self.base_lrs]
 
 
 def build_scheduler(
