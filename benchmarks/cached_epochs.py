@@ -24,7 +24,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from transferlab import build
+from transferlab.run import build
 
 
 class EpochTimes(L.Callback):

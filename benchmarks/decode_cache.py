@@ -34,7 +34,8 @@ from torchvision.datasets import ImageFolder
 
 from transferlab.data import ImageFolderDataModule
 from transferlab.data.base import default_num_workers
-from transferlab.transforms import Augment, DataConfig, build_transforms
+from transferlab.data.transforms import Augment, build_transforms
+from transferlab.models.data_config import DataConfig
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "cat")
 

@@ -28,13 +28,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from transferlab.backbones import create_backbone
-from transferlab.callbacks import SeedEachBatch
-from transferlab.classifier import ImageClassifier
+from transferlab.caches.features import cache_features, frozen_features
+from transferlab.callbacks.seeding import SeedEachBatch
+from transferlab.classifier.module import ImageClassifier
 from transferlab.data import ImageFolderDataModule
-from transferlab.feature_cache import cache_features
-from transferlab.freeze import HeadOnly
-from transferlab.transferability import frozen_features
+from transferlab.models.backbones import create_backbone
+from transferlab.strategies.policies import HeadOnly
 
 # Seconds for 1,000 images at 224 px on an idle 2-core CPU (README, Speed): one frozen pass (the floor),
 # an uncached epoch, the cached run.

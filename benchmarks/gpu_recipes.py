@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from transferlab.backbones import create_backbone
-from transferlab.classifier import ImageClassifier
+from transferlab.classifier.module import ImageClassifier
+from transferlab.models.backbones import create_backbone
 
 # NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md, "Training
 # performance results" (pytorch-21.03 NGC container, DALI data loading, one GPU):

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import build
-from transferlab.run import train
+from transferlab.run import build
+from transferlab.run.pipeline import train
 
 STRATEGIES = (
     "head_only",
@@ -93,7 +93,7 @@ def linear_probe(data_overrides: list[str]) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from transferlab.feature_cache import split_features
+    from transferlab.caches.features import split_features
 
     cfg = build.compose([*data_overrides, "strategy=head_only"])
     experiment = build.experiment(cfg)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from transferlab import build
 from transferlab.errors import TransferlabError, run_script
+from transferlab.run import build
 
 CACHES = ("feature_cache", "decoded_cache")
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import sys
 
-from transferlab import build, console
-from transferlab.backbones import list_backbones
-from transferlab.checks import check_config
+from transferlab import console
 from transferlab.errors import TransferlabError
+from transferlab.models.backbones import list_backbones
+from transferlab.run import build
+from transferlab.run.checks import check_config
 
 CONF = build.CONF
 

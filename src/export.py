@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.checks import Rule, check_options
 from transferlab.console import quiet_upstream
 from transferlab.errors import TransferlabError, run_script
-from transferlab.inference import data_config_of, load_classifier
+from transferlab.review.inference import data_config_of, load_classifier
+from transferlab.run.checks import Rule, check_options
 
 TOLERANCE = 1e-4
 

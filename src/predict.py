@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import sys
 
-from transferlab.checks import Rule, check_options
 from transferlab.console import quiet_upstream
 from transferlab.errors import run_script
-from transferlab.inference import image_files, load_classifier, predict
+from transferlab.review.inference import image_files, load_classifier, predict
+from transferlab.run.checks import Rule, check_options
 
 USAGE = "python src/predict.py ckpt=<best.ckpt> inputs=<image or folder> [top_k=3] [csv=<file>]"
 OPTIONS = {"ckpt": Rule(str), "inputs": Rule(str), "top_k": Rule(int, 1), "csv": Rule(str)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from transferlab.errors import TransferlabError, run_script
-from transferlab.figures import plt
+from transferlab.review.figures import plt
 
 
 @dataclass

@@ -13,14 +13,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from transferlab import console, ddp, resolvers
+from transferlab import console
+from transferlab.distributed import launch
 from transferlab.errors import TransferlabError
-from transferlab.run import train
+from transferlab.run import resolvers
+from transferlab.run.pipeline import train
 
 log = logging.getLogger("transferlab")
 console.quiet_upstream()
 resolvers.register()
-ddp.install()
+launch.install()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

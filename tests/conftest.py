@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from transferlab import build, resolvers
+from transferlab.run import build, resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -22,7 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))  # conftest's compose_config, as the tests use it
 from transferlab import parallel  # noqa: E402
 from transferlab.errors import TransferlabError  # noqa: E402
-from transferlab.run import train  # noqa: E402
+from transferlab.run.pipeline import train  # noqa: E402
 
 from conftest import compose_config  # noqa: E402
 

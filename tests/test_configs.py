@@ -8,9 +8,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from transferlab import build
-from transferlab.freeze import FreezePolicy
-from transferlab.schedules import build_scheduler
+from transferlab.classifier.schedules import build_scheduler
+from transferlab.run import build
+from transferlab.strategies.base import FreezePolicy
 
 from conftest import CONF, compose_config
 
@@ -41,7 +41,7 @@ def test_optimizers_and_schedulers_are_partials(optimizer, scheduler, tmp_path):
 
 @pytest.mark.parametrize("model", options("model"))
 def test_every_model_config_names_a_buildable_backbone(model, tmp_path):
-    from transferlab.backbones import create_backbone
+    from transferlab.models.backbones import create_backbone
 
     generic = {"timm": ["model.name=timm/resnet18"], "torchvision": ["model.name=densenet121"]}
     overrides = [f"model={model}", *generic.get(model, [])]

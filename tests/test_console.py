@@ -17,7 +17,8 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from transferlab.console import EpochLine, quiet_upstream
+from transferlab.callbacks.progress import EpochLine
+from transferlab.console import quiet_upstream
 
 from conftest import ROOT, TINY, compose_config
 
@@ -132,7 +133,9 @@ def test_quiet_upstream_drops_only_the_named_messages():
     assert not shown(
         "`isinstance(treespec, LeafSpec)` is deprecated, use …", FutureWarning, "lightning.pytorch.utilities._pytree"
     )
-    assert shown("`isinstance(treespec, LeafSpec)` is deprecated, use …", FutureWarning, "transferlab.freeze")
+    assert shown(
+        "`isinstance(treespec, LeafSpec)` is deprecated, use …", FutureWarning, "transferlab.strategies.policies"
+    )
     assert shown(
         "The 'train_dataloader' does not have many workers", UserWarning, "lightning.pytorch.trainer.connectors"
     )
@@ -192,7 +195,7 @@ def test_an_epoch_without_validation_shows_no_stale_values(caplog, tmp_path):
         num_sanity_val_steps=0,
         default_root_dir=tmp_path,
     )
-    with caplog.at_level(logging.INFO, logger="transferlab.console"):
+    with caplog.at_level(logging.INFO, logger="transferlab"):
         trainer.fit(_Tiny(), loader, loader)
     lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("epoch ")]
     assert [line.split("  ")[0] for line in lines] == ["epoch 1/4", "epoch 2/4", "epoch 3/4", "epoch 4/4"]
@@ -217,7 +220,7 @@ def test_the_first_line_says_the_epochs_the_device_and_the_run_directory(caplog,
         default_root_dir=tmp_path,
     )
     first = L.Trainer(max_epochs=2, **options)
-    with caplog.at_level(logging.INFO, logger="transferlab.console"):
+    with caplog.at_level(logging.INFO, logger="transferlab"):
         first.fit(_Tiny(), data, data)
         first.save_checkpoint(tmp_path / "last.ckpt")
         L.Trainer(max_epochs=3, **options).fit(_Tiny(), data, data, ckpt_path=tmp_path / "last.ckpt")

@@ -14,7 +14,7 @@ from transferlab.data import DigitsDataModule, ImageFolderDataModule, PhotosData
 from transferlab.data.base import EpochSampler
 from transferlab.data.photos import SPLITS
 from transferlab.errors import TransferlabError
-from transferlab.transforms import DataConfig
+from transferlab.models.data_config import DataConfig
 
 from conftest import CLASSES, write_colour_images
 

@@ -25,7 +25,7 @@ from PIL import Image
 from transferlab.data import CatsVsDogsDataModule, CIFAR10DataModule, FashionMNISTDataModule, HymenopteraDataModule
 from transferlab.data.download import DownloadError, Remote, download
 from transferlab.errors import TransferlabError
-from transferlab.transforms import DataConfig
+from transferlab.models.data_config import DataConfig
 
 from conftest import ROOT, run_while_one_waits
 from http_server import FileServer
@@ -251,9 +251,9 @@ from types import SimpleNamespace
 
 import torch
 
-from transferlab import feature_cache
-from transferlab.backbones import create_backbone
-from transferlab.transforms import DataConfig
+from transferlab.caches import features as feature_cache
+from transferlab.models.backbones import create_backbone
+from transferlab.models.data_config import DataConfig
 from transferlab.data import HymenopteraDataModule
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
@@ -458,7 +458,7 @@ def test_two_jobs_scanning_one_folder_at_once_check_each_file_once(tmp_path, mon
     locks, as processes do)."""
     from transferlab.data import scan
 
-    caplog.set_level("INFO", logger="transferlab.shared_files")
+    caplog.set_level("INFO", logger="transferlab.files")
     for i in range(3):
         (tmp_path / f"{i}.jpg").write_bytes(jpeg(1, seed=i))
     files = sorted(tmp_path.glob("*.jpg"))

@@ -15,13 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab import parallel
-from transferlab.backbones import create_backbone
-from transferlab.classifier import ImageClassifier
+from transferlab.classifier.module import ImageClassifier
 from transferlab.data.base import EpochSampler
-from transferlab.freeze import HeadOnly, TopBlocks
-from transferlab.run import train
-from transferlab.sync_batchnorm import TimmAwareSyncBatchNorm, global_batch_norm
+from transferlab.distributed import ranks
+from transferlab.distributed.sync_batchnorm import TimmAwareSyncBatchNorm, global_batch_norm
+from transferlab.models.backbones import create_backbone
+from transferlab.run.pipeline import train
+from transferlab.strategies.policies import HeadOnly, TopBlocks
 
 from conftest import ROOT, TINY, compose_config
 
@@ -230,12 +230,12 @@ def test_slurm_tasks_know_their_ranks_before_any_process_group(monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "3")
     monkeypatch.setenv("SLURM_LOCALID", "1")
     monkeypatch.setenv("SLURM_JOB_ID", "77")
-    assert parallel.started_externally() and parallel.local_rank() == 1 and not parallel.is_global_zero()
-    assert parallel.run_stamp() == "slurm-77.0"
+    assert ranks.started_externally() and ranks.local_rank() == 1 and not ranks.is_global_zero()
+    assert ranks.run_stamp() == "slurm-77.0"
     monkeypatch.setenv("SLURM_PROCID", "0")
-    assert parallel.is_global_zero()
+    assert ranks.is_global_zero()
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # salloc's shell: a single process
-    assert not parallel.started_externally() and parallel.local_rank() == 0
+    assert not ranks.started_externally() and ranks.local_rank() == 0
 
 
 def test_evaluation_shares_count_every_image_once_and_training_shares_are_padded():
@@ -407,7 +407,7 @@ def test_a_split_smaller_than_the_processes_is_a_clear_error(colour_folder):
 def test_inceptions_auxiliary_head_is_frozen_when_the_backbone_runs_in_eval():
     """Inception gives auxiliary logits only in train mode: under head_only or two_phase its
     auxiliary head would get no gradient (an error under DDP), so it does not train."""
-    from transferlab.freeze import TwoPhase
+    from transferlab.strategies.policies import TwoPhase
 
     backbone = create_backbone("inception_v3", pretrained=False, aux_weight=0.4)
     module = ImageClassifier(

@@ -14,10 +14,12 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from transferlab.data import ImageFolderDataModule, decoded
+from transferlab.caches import decoded
+from transferlab.data import ImageFolderDataModule
+from transferlab.data.transforms import Augment, CropFlipRotate, affine_grid, sample_augmentation
 from transferlab.errors import TransferlabError
-from transferlab.run import train
-from transferlab.transforms import Augment, CropFlipRotate, DataConfig, affine_grid, sample_augmentation
+from transferlab.models.data_config import DataConfig
+from transferlab.run.pipeline import train
 
 from conftest import TINY, compose_config, run_while_one_waits
 
@@ -262,7 +264,7 @@ def test_two_jobs_that_want_the_same_split_decode_it_once(photo_folder, tmp_path
     separate locks, as processes do)."""
     import threading
 
-    caplog.set_level("INFO", logger="transferlab.shared_files")
+    caplog.set_level("INFO", logger="transferlab.files")
     release, calls = threading.Event(), []
     original = decoded.decode_resized
 

@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from transferlab import feature_cache
-from transferlab.feature_cache import features_pay_off
-from transferlab.run import train
+from transferlab.caches import features as feature_cache
+from transferlab.caches.features import features_pay_off
+from transferlab.run.pipeline import train
 
 from conftest import TINY, compose_config
 
@@ -90,7 +90,7 @@ def test_two_phase_trains_the_head_on_features_then_the_whole_model_on_images(co
 
 
 def test_only_whole_frozen_epochs_use_cached_features():
-    from transferlab.freeze import FullFinetune, Gradual, HeadOnly, TopBlocks, TwoPhase
+    from transferlab.strategies.policies import FullFinetune, Gradual, HeadOnly, TopBlocks, TwoPhase
 
     assert HeadOnly().frozen_backbone_epochs is None  # the whole run
     assert TwoPhase(head_epochs=3).frozen_backbone_epochs == 3
@@ -103,7 +103,7 @@ def test_only_whole_frozen_epochs_use_cached_features():
 
 def test_auto_decides_before_training_so_that_its_head_only_uses_the_cache(colour_folder, tmp_path, caplog):
     overrides = [*TINY, f"data.root={colour_folder}", "data.image_size=64", "strategy=auto", "feature_cache.dir=null"]
-    with caplog.at_level(logging.INFO, logger="transferlab.run"):
+    with caplog.at_level(logging.INFO, logger="transferlab"):
         metrics = train(compose_config(overrides, tmp_path))
     # head_only's recipe, but TINY's trainer.max_epochs=2 from the command line
     assert (
@@ -119,9 +119,9 @@ def frozen_small_cnn(colour_folder, **options):
     """A backbone and a datamodule as `split_features` sees them, without a training run."""
     from types import SimpleNamespace
 
-    from transferlab.backbones import create_backbone
     from transferlab.data import ImageFolderDataModule
-    from transferlab.transforms import DataConfig
+    from transferlab.models.backbones import create_backbone
+    from transferlab.models.data_config import DataConfig
 
     torch.manual_seed(0)
     backbone = create_backbone("small_cnn", pretrained=False)

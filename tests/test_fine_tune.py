@@ -8,10 +8,10 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
-from transferlab import build
 from transferlab.errors import TransferlabError
-from transferlab.fine_tune import one_cycle
-from transferlab.run import train
+from transferlab.run import build
+from transferlab.run.pipeline import train
+from transferlab.strategies.fastai import one_cycle
 
 from conftest import TINY, compose_config
 

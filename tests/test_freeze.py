@@ -13,15 +13,16 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from PIL import Image
 from torch import nn
 
-from transferlab import transferability
-from transferlab.backbones import create_backbone
-from transferlab.callbacks import SeedEachBatch
-from transferlab.classifier import ImageClassifier, count_parameters
+from transferlab.callbacks.seeding import SeedEachBatch
+from transferlab.classifier.module import ImageClassifier, count_parameters
 from transferlab.data import ImageFolderDataModule
 from transferlab.errors import TransferlabError
-from transferlab.freeze import Auto, FullFinetune, HeadOnly, Scratch, TopBlocks, TwoPhase
-from transferlab.run import train
-from transferlab.transferability import probe_sample
+from transferlab.models.backbones import create_backbone
+from transferlab.run.pipeline import train
+from transferlab.strategies import probe as transferability
+from transferlab.strategies.auto import Auto
+from transferlab.strategies.policies import FullFinetune, HeadOnly, Scratch, TopBlocks, TwoPhase
+from transferlab.strategies.probe import probe_sample
 
 from conftest import TINY, compose_config
 
@@ -239,7 +240,7 @@ def test_auto_probes_both_classes_of_a_class_ordered_folder(tmp_path, monkeypatc
 
 def test_auto_probes_every_one_of_many_classes_and_decides_the_same_for_a_seed(tmp_path, monkeypatch, caplog):
     class_ordered_folder(tmp_path, classes=12, per_class=10)
-    caplog.set_level(logging.INFO, logger="transferlab.freeze")
+    caplog.set_level(logging.INFO, logger="transferlab.strategies")
     policy, features, labels = probe(tmp_path, max_images=60, seed=3, monkeypatch=monkeypatch)
     assert torch.bincount(labels).tolist() == [5] * 12, "every class, not the first six"
     assert "linear probe on 60 of 120 training images (seed 3; per class: 5–5 in each of 12 classes)" in caplog.text

@@ -13,7 +13,8 @@ from lightning.pytorch.strategies.launchers import subprocess_script as trainer_
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from transferlab import ddp, internals, parallel
+from transferlab import internals
+from transferlab.distributed import launch, ranks
 from transferlab.errors import TransferlabError
 from transferlab.internals import INTERNALS, UpstreamInternalMissing, append_last_lr, missing_internals
 
@@ -80,16 +81,16 @@ def test_every_private_upstream_name_src_uses_is_registered():
 def test_ddp_install_replaces_both_launcher_commands(monkeypatch):
     for module in (fabric_launcher, trainer_launcher):  # restored after the test
         monkeypatch.setattr(module, "_hydra_subprocess_cmd", module._hydra_subprocess_cmd)
-    ddp.install()
-    assert fabric_launcher._hydra_subprocess_cmd is ddp.job_command
-    assert trainer_launcher._hydra_subprocess_cmd is ddp.job_command
+    launch.install()
+    assert fabric_launcher._hydra_subprocess_cmd is launch.job_command
+    assert trainer_launcher._hydra_subprocess_cmd is launch.job_command
 
 
 def test_ddp_install_refuses_when_a_launcher_command_is_gone(monkeypatch):
     original = fabric_launcher._hydra_subprocess_cmd
     monkeypatch.delattr(trainer_launcher, "_hydra_subprocess_cmd")
     with pytest.raises(UpstreamInternalMissing) as error:
-        ddp.install()
+        launch.install()
     message = str(error.value)
     assert "lightning.pytorch.strategies.launchers.subprocess_script._hydra_subprocess_cmd" in message
     assert "lightning " in message and "pip install 'lightning==" in message
@@ -125,6 +126,6 @@ def test_follow_trainable_refuses_to_rebuild_without_the_ddp_internals(monkeypat
     strategy = SimpleNamespace(model=wrapper, _setup_model=None, _register_ddp_hooks=None)
     trainer = SimpleNamespace(strategy=strategy, lightning_module=nn.Linear(2, 2))
     with pytest.raises(UpstreamInternalMissing, match="DistributedDataParallel._remove_autograd_hooks") as error:
-        parallel.follow_trainable(trainer, frozenset())
+        ranks.follow_trainable(trainer, frozenset())
     assert "not two_phase or gradual" in str(error.value)
     assert strategy.model is wrapper, "the wrapper is left as it was"

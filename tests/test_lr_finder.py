@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from transferlab.lr_finder import SKIP_BEGIN, minimum_over_ten
-from transferlab.run import train
+from transferlab.run.lr_finder import SKIP_BEGIN, minimum_over_ten
+from transferlab.run.pipeline import train
 
 from conftest import TINY, compose_config
 

@@ -9,12 +9,21 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
-from transferlab.backbones import create_backbone
-from transferlab.build import compose, model_spec
-from transferlab.classifier import ImageClassifier, count_parameters
+from transferlab.classifier.module import ImageClassifier, count_parameters
 from transferlab.data import ImageFolderDataModule
-from transferlab.freeze import Auto, Discriminative, FullFinetune, Gradual, HeadOnly, Scratch, TopBlocks, TwoPhase
-from transferlab.run import train
+from transferlab.models.backbones import create_backbone
+from transferlab.run.build import compose, model_spec
+from transferlab.run.pipeline import train
+from transferlab.strategies.auto import Auto
+from transferlab.strategies.policies import (
+    Discriminative,
+    FullFinetune,
+    Gradual,
+    HeadOnly,
+    Scratch,
+    TopBlocks,
+    TwoPhase,
+)
 
 from conftest import CONF, TINY, compose_config
 from test_freeze import SGD, RecordTraining, build, head_size, make_trainer

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf, open_dict
 
-from transferlab.run import train
+from transferlab.run.pipeline import train
 
 from conftest import TINY, compose_config
 

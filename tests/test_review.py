@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from transferlab.inference import load_classifier, predict
-from transferlab.run import train
+from transferlab.review.inference import load_classifier, predict
+from transferlab.run.pipeline import train
 
 from conftest import ROOT, TINY, compose_config
 

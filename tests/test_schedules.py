@@ -9,13 +9,13 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from transferlab.classifier.schedules import warmup_cosine_factor
 from transferlab.errors import TransferlabError
-from transferlab.freeze import FullFinetune, TwoPhase
-from transferlab.schedules import warmup_cosine_factor
+from transferlab.strategies.policies import FullFinetune, TwoPhase
 
 from test_freeze import LR, build, make_trainer
 
-WARMUP = {"_target_": "transferlab.schedules.WarmupCosine", "_partial_": True, "warmup_epochs": 1.0}
+WARMUP = {"_target_": "transferlab.classifier.schedules.WarmupCosine", "_partial_": True, "warmup_epochs": 1.0}
 
 
 class StepRates(Callback):

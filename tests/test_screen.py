@@ -16,14 +16,13 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from transferlab import build, screen_report
-from transferlab.backbones import create_backbone
 from transferlab.errors import TransferlabError
+from transferlab.models.backbones import create_backbone
+from transferlab.run import build
+from transferlab.screen import report as screen_report
+from transferlab.screen import screening as screen
 
 from conftest import CLASSES, ROOT, TINY, compose_config
-
-sys.path.insert(0, str(ROOT / "src"))
-import screen  # noqa: E402
 
 MODELS = "models=[efficientnet_lite0,efficientnet_lite1,small_cnn,resnet18]"
 
@@ -184,8 +183,8 @@ def test_the_printed_sweep_trains_the_top_backbone_and_its_head_only_run_reads_t
 
 
 def test_ranking_ties_go_to_the_cheaper_backbone_and_many_images_suggest_full_finetune():
-    def measured(model: str, probe: float, gflops: float, weights: str = "pretrained") -> screen.Screened:
-        return screen.Screened(model, weights, probe, 0.0, [], 10, 1.0, None, 0.1, 1, gflops, 32, 224, 8)
+    def measured(model: str, probe: float, gflops: float, weights: str = "pretrained") -> screen_report.Screened:
+        return screen_report.Screened(model, weights, probe, 0.0, [], 10, 1.0, None, 0.1, 1, gflops, 32, 224, 8)
 
     thresholds = OmegaConf.create({"many_per_class": 100, "similar": 0.7, "top_n": 2})
     candidates = [

@@ -13,8 +13,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from transferlab.classifier import ImageClassifier
-from transferlab.run import train
+from transferlab.classifier.module import ImageClassifier
+from transferlab.run.pipeline import train
 
 from conftest import ROOT, TINY, TINY_WITH_WORKERS, compose_config
 
@@ -244,7 +244,7 @@ def test_ddp_inside_a_multirun_keeps_each_run_in_its_own_directory(colour_folder
 
 def test_a_sweep_spread_over_gpus_gives_job_n_gpu_n_mod_count():
     from transferlab.errors import TransferlabError
-    from transferlab.run import job_devices
+    from transferlab.run.pipeline import job_devices
 
     assert [job_devices(n, gpu_count=4) for n in range(6)] == [[0], [1], [2], [3], [0], [1]]
     with pytest.raises(TransferlabError, match="needs CUDA GPUs"):
@@ -348,7 +348,7 @@ def test_passes_before_fit_run_on_the_gpu_that_training_will_use(monkeypatch, tm
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import read_write
 
-    from transferlab.run import pre_fit_device
+    from transferlab.run.pipeline import pre_fit_device
 
     cfg = compose_config(["trainer=gpu"], tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -371,7 +371,7 @@ def test_passes_before_fit_run_on_the_gpu_that_training_will_use(monkeypatch, tm
 def test_a_lite_checkpoint_from_the_earlier_network_is_refused(trained_run, tmp_path):
     """Same tensor names and shapes as the faithful network, other features: refused, not loaded."""
     from transferlab.errors import TransferlabError
-    from transferlab.weights import transferlab_backbone_state
+    from transferlab.models.weights import transferlab_backbone_state
 
     output_dir, _ = trained_run
     checkpoint = torch.load(output_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
@@ -407,7 +407,7 @@ def test_test_loss_is_the_mean_over_images_not_over_batches(trained_run, colour_
 @pytest.mark.parametrize("label", ["model.weights", "resume", "ckpt"])
 def test_a_truncated_or_foreign_checkpoint_is_one_clear_error(label, trained_run, tmp_path):
     from transferlab.errors import TransferlabError
-    from transferlab.weights import read_checkpoint
+    from transferlab.models.weights import read_checkpoint
 
     output_dir, _ = trained_run
     whole = (output_dir / "checkpoints" / "best.ckpt").read_bytes()

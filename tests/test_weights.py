@@ -15,8 +15,8 @@ import torch
 import torchvision
 from safetensors.torch import save as safetensors_bytes
 
-from transferlab import weights
 from transferlab.errors import PretrainedWeightsDamaged, PretrainedWeightsUnavailable
+from transferlab.models import weights
 
 RESNET18_FILE = "resnet18-f37072fd.pth"
 

@@ -16,10 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 import warnings
-
-import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -83,96 +80,3 @@ def stdout_is_terminal() -> bool:
     """The progress bar's default: on in a terminal, off when stdout is a file, a pipe or a CI log."""
     isatty = getattr(sys.stdout, "isatty", None)
     return bool(isatty and isatty())
-
-
-class _Current:
-    """Writes to whatever sys.stdout (or sys.stderr) is at the time: while Rich's progress bar is
-    live, that is Rich's proxy, which prints a line above the bar instead of into it."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def write(self, text: str) -> int:
-        return getattr(sys, self.name).write(text)
-
-    def flush(self) -> None:
-        getattr(sys, self.name).flush()
-
-
-def _log_lines_above_the_bar() -> None:
-    """Point the console handlers (Hydra's job logging, Lightning's own) at the current stdout or
-    stderr. They hold the stream they were configured with, so without this a line logged while the
-    bar is live lands inside the bar's line and the bar redraws below it."""
-    for name in ("", "lightning.pytorch", "lightning.fabric"):
-        for handler in logging.getLogger(name).handlers:
-            if type(handler) is logging.StreamHandler:  # not FileHandler (train.log), a subclass
-                for stream in ("stdout", "stderr"):
-                    if handler.stream is getattr(sys, stream):
-                        handler.setStream(_Current(stream))
-
-
-class EpochLine(L.Callback):
-    """One line per training epoch, after its validation: loss and accuracy, learning rate, seconds.
-
-    The values are the epoch's own: validation runs before `on_train_epoch_end` (Lightning 2.x, when
-    it runs every epoch), and an epoch without validation shows none rather than an older one. The
-    learning rate is the first parameter group's (the head's), as it was during the epoch.
-    """
-
-    def __init__(self) -> None:
-        self._started = 0.0
-        self._lr: float | None = None
-        self._validated = False
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.progress_bar_callback is not None:
-            _log_lines_above_the_bar()
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        first, last = trainer.current_epoch + 1, trainer.max_epochs
-        if last is None or last < 0:
-            span = f"training until step {trainer.max_steps}"
-        elif first == 1:
-            span = f"training {last} epoch{'s' * (last != 1)}"
-        else:
-            span = f"resuming at epoch {first} of {last}"
-        device = str(trainer.strategy.root_device)
-        if trainer.world_size > 1:
-            device = f"{trainer.world_size} processes ({trainer.strategy.root_device.type})"
-        log.info("%s on %s; run directory %s", span, device, trainer.default_root_dir)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._started, self._validated = time.perf_counter(), False
-        optimizers = trainer.optimizers
-        self._lr = optimizers[0].param_groups[0]["lr"] if optimizers and optimizers[0].param_groups else None
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._validated = True
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            log.info("%s", self.line(trainer))
-
-    def line(self, trainer: L.Trainer) -> str:
-        metrics = trainer.callback_metrics
-
-        def pair(split: str) -> str:
-            values = [
-                f"{name} {float(metrics[f'{split}/{name}']):.3f}"
-                for name in ("loss", "acc")
-                if f"{split}/{name}" in metrics
-            ]
-            return f"{split} {' '.join(values)}" if values else ""
-
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-        parts = [
-            f"epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else ""),
-            pair("train"),
-            pair("val") if self._validated else "",
-            f"lr {self._lr:.1e}" if self._lr is not None else "",
-            f"{time.perf_counter() - self._started:.1f} s",
-        ]
-        return "  ".join(part for part in parts if part)

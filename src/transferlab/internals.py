@@ -89,28 +89,28 @@ FABRIC_HYDRA_COMMAND = Internal(
     "lightning.fabric.strategies.launchers.subprocess_script",
     "_hydra_subprocess_cmd",
     "start the DDP child processes of a Hydra run or sweep job with that job's own overrides and output "
-    "directory (transferlab.ddp.install replaces it)",
+    "directory (transferlab.distributed.launch.install replaces it)",
 )
 TRAINER_HYDRA_COMMAND = Internal(
     "lightning",
     "lightning.pytorch.strategies.launchers.subprocess_script",
     "_hydra_subprocess_cmd",
     "start the DDP child processes of a Hydra run or sweep job with that job's own overrides and output "
-    "directory (transferlab.ddp.install replaces it)",
+    "directory (transferlab.distributed.launch.install replaces it)",
 )
 DDP_STRATEGY_SETUP_MODEL = Internal(
     "lightning",
     "lightning.pytorch.strategies:DDPStrategy",
     "_setup_model",
     "rebuild the DistributedDataParallel wrapper when a phase change makes more parameters trainable "
-    "(transferlab.parallel.follow_trainable)",
+    "(transferlab.distributed.ranks.follow_trainable)",
     workaround=REBUILD_WORKAROUND,
 )
 DDP_STRATEGY_REGISTER_HOOKS = Internal(
     "lightning",
     "lightning.pytorch.strategies:DDPStrategy",
     "_register_ddp_hooks",
-    "register the user's DDP communication hook on a rebuilt wrapper (transferlab.parallel.follow_trainable)",
+    "register the user's DDP communication hook on a rebuilt wrapper (transferlab.distributed.ranks.follow_trainable)",
     workaround=REBUILD_WORKAROUND,
 )
 DDP_REMOVE_AUTOGRAD_HOOKS = Internal(
@@ -118,7 +118,7 @@ DDP_REMOVE_AUTOGRAD_HOOKS = Internal(
     "torch.nn.parallel:DistributedDataParallel",
     "_remove_autograd_hooks",
     "stop the old wrapper's reducer from all-reducing gradients once it is replaced "
-    "(transferlab.parallel.follow_trainable)",
+    "(transferlab.distributed.ranks.follow_trainable)",
     workaround=REBUILD_WORKAROUND,
 )
 SCHEDULER_LAST_LR = Internal(
@@ -126,7 +126,7 @@ SCHEDULER_LAST_LR = Internal(
     "torch.optim.lr_scheduler:LRScheduler",
     "_last_lr",
     "give a parameter group that joins the optimizer mid-run (two_phase, gradual) its learning rate in the "
-    "scheduler too (transferlab.freeze.FreezePolicy.add_param_group)",
+    "scheduler too (transferlab.strategies.base.FreezePolicy.add_param_group)",
     instance=_new_scheduler,
     workaround="train with scheduler=none",
 )
@@ -134,20 +134,20 @@ BATCHNORM_BASE = Internal(
     "torch",
     "torch.nn.modules.batchnorm",
     "_BatchNorm",
-    "recognise every BatchNorm layer to synchronise (transferlab.sync_batchnorm)",
+    "recognise every BatchNorm layer to synchronise (transferlab.distributed.sync_batchnorm)",
 )
 MODULE_PARAMETERS = Internal(
     "torch",
     "torch.nn:Module",
     "_parameters",
-    "put the synchronised layers' tensors back into the original BatchNorm modules (transferlab.sync_batchnorm revert)",
+    "put the synchronised layers' tensors back into the original BatchNorm modules (transferlab.distributed.sync_batchnorm revert)",
     instance=_new_module,
 )
 MODULE_BUFFERS = Internal(
     "torch",
     "torch.nn:Module",
     "_buffers",
-    "put the synchronised layers' buffers back into the original BatchNorm modules (transferlab.sync_batchnorm revert)",
+    "put the synchronised layers' buffers back into the original BatchNorm modules (transferlab.distributed.sync_batchnorm revert)",
     instance=_new_module,
 )
 

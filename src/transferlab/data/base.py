@@ -18,14 +18,15 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transferlab.data.decoded import MODES as DECODE_MODES
-from transferlab.data.decoded import DecodedImages, decode_images
-from transferlab.data.images import ImageSource, load_rgb
+from transferlab.caches.decoded import MODES as DECODE_MODES
+from transferlab.caches.decoded import DecodedImages, decode_images
+from transferlab.data.transforms import Augment, DecodedTransform, build_transforms, resize_size
 from transferlab.errors import TransferlabError
-from transferlab.transforms import Augment, DataConfig, DecodedTransform, build_transforms, resize_size
+from transferlab.images import ImageSource, load_rgb
+from transferlab.models.data_config import DataConfig
 
 if TYPE_CHECKING:  # the cache builds on the datamodule, not the other way round
-    from transferlab.feature_cache import CachedFeatures
+    from transferlab.caches.features import CachedFeatures
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from transferlab.errors import TransferlabError
-from transferlab.shared_files import locked
+from transferlab.files import locked
 
 log = logging.getLogger(__name__)
 

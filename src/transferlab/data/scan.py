@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from transferlab.shared_files import locked, partial_path
+from transferlab.files import locked, partial_path
 
 log = logging.getLogger(__name__)
 

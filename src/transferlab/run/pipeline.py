@@ -12,12 +12,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab import build, console, ddp, parallel
-from transferlab.callbacks import log_final_hparams
-from transferlab.classifier import count_parameters
+from transferlab import console
+from transferlab.callbacks.figures import log_final_hparams
+from transferlab.classifier.module import count_parameters
+from transferlab.distributed import launch, ranks
 from transferlab.errors import TransferlabError
-from transferlab.lr_finder import find_learning_rate
-from transferlab.weights import read_checkpoint
+from transferlab.models.weights import read_checkpoint
+from transferlab.run import build
+from transferlab.run.lr_finder import find_learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,11 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     # Not a rank started by Lightning's launcher (LOCAL_RANK), torchrun or Slurm: this process
     # starts (and must clean up after) any DDP run of its own.
-    launching_process = not parallel.started_externally()
+    launching_process = not ranks.started_externally()
     try:
         return fit_and_test(cfg, output_dir, checkpoint_to_resume)
     except Exception as error:
-        if not parallel.is_global_zero():
+        if not ranks.is_global_zero():
             raise  # under DDP, rank 0 reports
         choices = HydraConfig.get().runtime.choices
         failed = {
@@ -93,7 +95,7 @@ def train(cfg: DictConfig) -> dict:
         raise
     finally:
         if launching_process:
-            ddp.tear_down()
+            launch.tear_down()
 
 
 def pre_fit_device(cfg: DictConfig) -> torch.device:
@@ -102,7 +104,7 @@ def pre_fit_device(cfg: DictConfig) -> torch.device:
         return torch.device("cpu")
     if cfg.get("gpu_per_job"):
         return torch.device("cuda", job_devices(HydraConfig.get().job.num)[0])
-    rank = parallel.local_rank()  # under DDP: this rank's GPU (LOCAL_RANK, or SLURM_LOCALID under Slurm)
+    rank = ranks.local_rank()  # under DDP: this rank's GPU (LOCAL_RANK, or SLURM_LOCALID under Slurm)
     devices = cfg.trainer.get("devices")
     return torch.device("cuda", int(devices[rank]) if OmegaConf.is_list(devices) else rank)  # trainer.devices=[2,3]
 
@@ -119,7 +121,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         recipe = build.adopt_recipe(cfg, module, policy.chosen.name)
         log.info("strategy=auto chose %s and trains with its recipe: %s", policy.chosen.name, recipe or "unchanged")
         saved = output_dir / ".hydra" / "config.yaml"
-        if recipe and saved.is_file() and parallel.is_global_zero():  # so that resume=<run dir> continues with it
+        if recipe and saved.is_file() and ranks.is_global_zero():  # so that resume=<run dir> continues with it
             build.save_recipe(cfg, saved)
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
@@ -138,7 +140,7 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     fit_seconds = time.perf_counter() - started
     in_sync = {}
     if trainer.world_size > 1:  # every multi-process run proves its ranks trained one model
-        parallel.check_ranks_in_sync(module)
+        ranks.check_ranks_in_sync(module)
         in_sync = {"ddp/world_size": trainer.world_size, "ddp/ranks_in_sync": True}
     # Counted now: testing re-runs the policy's setup, which freezes as at the start of training.
     trainable, total = count_parameters(module)

@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from transferlab.data.images import ImageSource, load_rgb, sources_digest
 from transferlab.errors import TransferlabError
-from transferlab.shared_files import library_versions, locked, partial_path
+from transferlab.files import library_versions, locked, partial_path
+from transferlab.images import ImageSource, load_rgb, sources_digest
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ policy can give blocks their own learning rates (`block_lr_scales`).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import lightning as L
 import torch
@@ -24,19 +24,10 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from transferlab.backbones import Backbone, create_backbone
-from transferlab.schedules import build_scheduler
-from transferlab.weights import PACKAGED_LITE, check_packaged_arch, packaged_lite_arch
-
-
-class FeatureBatch(NamedTuple):
-    """Pooled features a frozen backbone already computed (feature_cache.py) and their labels: the
-    classifier's second kind of input, which goes straight to the head. Image batches are plain
-    (images, labels) pairs. A NamedTuple survives the loader's collation and Lightning's device
-    transfer as this type, so the step can tell the two apart by type, not by shape."""
-
-    features: torch.Tensor
-    labels: torch.Tensor
+from transferlab.caches.features import FeatureBatch
+from transferlab.classifier.schedules import build_scheduler
+from transferlab.models.backbones import Backbone, create_backbone
+from transferlab.models.weights import PACKAGED_LITE, check_packaged_arch, packaged_lite_arch
 
 
 def architecture_only(model: dict) -> dict:

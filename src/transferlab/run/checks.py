@@ -26,8 +26,8 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.classifier.schedules import build_scheduler
 from transferlab.errors import TransferlabError
-from transferlab.schedules import build_scheduler
 
 
 @dataclass(frozen=True)

@@ -26,20 +26,21 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from transferlab import resolvers
-from transferlab.backbones import Backbone, create_backbone
-from transferlab.callbacks import AtomicCheckpointIO, SeedEachBatch
-from transferlab.checks import check_config
-from transferlab.classifier import ImageClassifier
+from transferlab.caches.features import FeatureCache
+from transferlab.callbacks.checkpoints import AtomicCheckpointIO
+from transferlab.callbacks.seeding import SeedEachBatch
+from transferlab.classifier.module import ImageClassifier
 from transferlab.data.base import ImageClassificationDataModule
+from transferlab.distributed.sync_batchnorm import TimmAwareSyncBatchNorm
 from transferlab.errors import TransferlabError
-from transferlab.feature_cache import FeatureCache
-from transferlab.freeze import FreezePolicy
-from transferlab.sync_batchnorm import TimmAwareSyncBatchNorm
+from transferlab.models.backbones import Backbone, create_backbone
+from transferlab.run import resolvers
+from transferlab.run.checks import check_config
+from transferlab.strategies.base import FreezePolicy
 
 log = logging.getLogger(__name__)
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:

@@ -1,22 +1,19 @@
-"""Lightning extras: figures in TensorBoard, per-batch reseeding, checkpoints a kill cannot half-write."""
+"""What a run shows in TensorBoard: sample grids, augmentation views, confusion matrices, worst predictions,
+and the hparams session with the final metrics."""
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from transferlab import parallel
-from transferlab.figures import confusion_figure, image_grid
-from transferlab.transforms import denormalize
+from transferlab.data.transforms import denormalize
+from transferlab.distributed import ranks
+from transferlab.review.figures import confusion_figure, image_grid
 
 
 def tensorboard(trainer: L.Trainer):
@@ -124,7 +121,7 @@ class EvaluationFigures(Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = pl_module.test_confusion.compute()  # on every rank: under DDP it gathers from all
-        if parallel.distributed():
+        if ranks.distributed():
             every_rank: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(every_rank, self.mistakes)
             self.mistakes = sorted((m for ms in every_rank for m in ms), key=lambda m: (-m[0], m[1]))[: self.worst]
@@ -139,72 +136,3 @@ class EvaluationFigures(Callback):
             images = denormalize(torch.stack([dataset[m[1]][0] for m in self.mistakes]), datamodule.data_config)
             titles = [f"true {names[t]}\npred {names[p]} ({c:.0%})" for c, _, t, p in self.mistakes]
             writer.add_figure("test/worst_predictions", image_grid(images, titles), 0)
-
-
-class SeedEachBatch(Callback):
-    """Reseed torch's random generators before each training batch from (seed, epoch, batch),
-    so a run resumed from a checkpoint draws the same dropout masks as one that never
-    stopped, whatever else (loader start-up, sanity checks) consumed random numbers.
-    Under DDP the rank joins the key: otherwise every rank would draw the same masks for
-    its share of the batch (sample i of each share dropped alike).
-
-    Only torch's generators: a training step draws from nothing else (augmentation is keyed by
-    (seed, epoch, index) in the dataset, with generators of its own). And only the CUDA generators
-    once CUDA is in use: `torch.manual_seed` (and seed_everything) also queue a lazy reseed of every
-    uninitialised accelerator, recording a stack trace each time: 15 ms per epoch of cached features."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        key = (self.seed, trainer.current_epoch, batch_idx)
-        seed = hash(key if trainer.world_size == 1 else (*key, trainer.global_rank)) & 0x7FFF_FFFF
-        torch.default_generator.manual_seed(seed)
-        if torch.cuda.is_initialized():
-            torch.cuda.manual_seed_all(seed)
-
-
-class LastCheckpoint(ModelCheckpoint):
-    """last.ckpt, what `resume=` continues from: at the end of an epoch when `every_s` seconds have
-    passed since the last one was written, and always after the final epoch (max_epochs, or early
-    stopping). A kill loses at most `every_s` seconds of training, and cheap epochs (cached features,
-    about 0.1 s) stop paying 30 ms each to rewrite the whole model. every_s=0: every epoch."""
-
-    def __init__(self, every_s: float = 30.0, **options: Any) -> None:
-        super().__init__(**options)
-        self.every_s = every_s
-        self.written_at: float | None = None  # monotonic time of this process's last write
-        self.seen_mtime: int | None = None
-
-    def due(self, trainer: L.Trainer) -> bool:
-        final = trainer.should_stop or (
-            trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        )
-        return final or self.written_at is None or time.monotonic() - self.written_at >= self.every_s
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.due(trainer):
-            super().on_train_epoch_end(trainer, pl_module)
-            self.note_write()
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.due(trainer):
-            super().on_validation_end(trainer, pl_module)
-            self.note_write()
-
-    def note_write(self) -> None:
-        """Lightning writes in one of the two hooks, depending on the validation schedule: the file tells which."""
-        path = Path(self.dirpath or ".") / f"{self.filename}{self.FILE_EXTENSION}"
-        mtime = path.stat().st_mtime_ns if path.is_file() else None
-        if mtime is not None and mtime != self.seen_mtime:
-            self.seen_mtime, self.written_at = mtime, time.monotonic()
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file, then rename: a run killed mid-save keeps its previous checkpoint."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        super().save_checkpoint(checkpoint, partial, storage_options)
-        os.replace(partial, path)

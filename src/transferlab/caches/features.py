@@ -21,20 +21,42 @@ import hashlib
 import json
 import logging
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
-from transferlab.classifier import FeatureBatch
-from transferlab.data.decoded import DECODING_LIBRARIES
-from transferlab.data.images import sources_digest
-from transferlab.shared_files import library_versions, locked, partial_path
-from transferlab.transferability import frozen_features
+from transferlab.caches.decoded import DECODING_LIBRARIES
+from transferlab.files import library_versions, locked, partial_path
+from transferlab.images import sources_digest
 
 log = logging.getLogger(__name__)
+
+
+class FeatureBatch(NamedTuple):
+    """Pooled features a frozen backbone already computed (feature_cache.py) and their labels: the
+    classifier's second kind of input, which goes straight to the head. Image batches are plain
+    (images, labels) pairs. A NamedTuple survives the loader's collation and Lightning's device
+    transfer as this type, so the step can tell the two apart by type, not by shape."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def frozen_features(
+    extract: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, labels) of the images `loader` yields, through `extract` (a backbone in eval mode)."""
+    features, labels = [], []
+    for images, targets in loader:
+        features.append(extract(images.to(device)).float().cpu())
+        labels.append(targets)
+    return torch.cat(features), torch.cat(labels)
 
 
 class FeatureViews(Dataset):
@@ -198,7 +220,7 @@ def resumes_after(checkpoint: Path | None, frozen_epochs: int | None) -> bool:
     """Whether a resumed run starts after the backbone's frozen epochs (cached features unused)."""
     if checkpoint is None or frozen_epochs is None:
         return False
-    from transferlab.weights import read_checkpoint
+    from transferlab.models.weights import read_checkpoint
 
     saved_epoch = read_checkpoint(checkpoint, "resume")["epoch"]
     return saved_epoch + 1 >= frozen_epochs  # `epoch` is the last finished one

@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.tuner import Tuner
 
-from transferlab.callbacks import tensorboard
+from transferlab.callbacks.figures import tensorboard
 from transferlab.errors import TransferlabError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import lightning as L
 from torch.optim import Optimizer
 
 from transferlab.errors import TransferlabError
-from transferlab.freeze import FreezePolicy, set_trainable
+from transferlab.strategies.base import FreezePolicy, set_trainable
 
 
 def one_cycle(progress: float, pct_start: float, div: float, div_final: float) -> tuple[float, float]:

@@ -9,31 +9,17 @@ separates the classes perfectly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from torch.utils.data import DataLoader
 
 # The fewest images of a class the probe uses (all of a smaller class): its cross-validation
 # needs 2 per class per fold, and a handful keeps one class from being judged on one image.
 PROBE_MIN_PER_CLASS = 5
-
-
-@torch.no_grad()
-def frozen_features(
-    extract: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, labels) of the images `loader` yields, through `extract` (a backbone in eval mode)."""
-    features, labels = [], []
-    for images, targets in loader:
-        features.append(extract(images.to(device)).float().cpu())
-        labels.append(targets)
-    return torch.cat(features), torch.cat(labels)
 
 
 def probe_sample(

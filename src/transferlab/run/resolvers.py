@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from transferlab import parallel
+from transferlab.distributed import ranks
 
 
 def register() -> None:
@@ -18,7 +18,7 @@ def register() -> None:
     if not OmegaConf.has_resolver("run_stamp"):
         # A run's directory name: its start time; the Slurm job for the tasks of one multi-task
         # (multi-node) run, which must all agree on it and may start seconds apart.
-        OmegaConf.register_new_resolver("run_stamp", parallel.run_stamp, use_cache=True)
+        OmegaConf.register_new_resolver("run_stamp", ranks.run_stamp, use_cache=True)
     if not OmegaConf.has_resolver("config_subdir"):
         # A resumed run keeps the config it was started with in .hydra/.
         OmegaConf.register_new_resolver("config_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra")

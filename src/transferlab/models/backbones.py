@@ -15,10 +15,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from transferlab import weights as weight_sources
 from transferlab.errors import TransferlabError
-from transferlab.nets import CustomResNet, CustomVGG, SmallCNN
-from transferlab.transforms import DataConfig
+from transferlab.models import weights as weight_sources
+from transferlab.models.data_config import DataConfig
+from transferlab.models.nets import CustomResNet, CustomVGG, SmallCNN
 
 
 class Backbone(nn.Module):

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import torch
 
-from transferlab.classifier import ImageClassifier
+from transferlab.classifier.module import ImageClassifier
 from transferlab.data.folder import IMAGE_SUFFIXES
-from transferlab.data.images import load_rgb
 from transferlab.data.scan import problem_with
+from transferlab.data.transforms import build_transforms
 from transferlab.errors import TransferlabError
-from transferlab.transforms import DataConfig, build_transforms
-from transferlab.weights import read_checkpoint
+from transferlab.images import load_rgb
+from transferlab.models.data_config import DataConfig
+from transferlab.models.weights import read_checkpoint
 
 
 def load_classifier(checkpoint: str | Path) -> ImageClassifier:

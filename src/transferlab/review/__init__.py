@@ -1,0 +1,1 @@
+"""After training: the sweep report, figures, prediction and export."""

@@ -1,0 +1,1 @@
+"""One run, one way down: compose → check → decide → build once → fit → test → write results."""

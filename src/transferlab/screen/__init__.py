@@ -1,0 +1,1 @@
+"""The backbone screen: probe many backbones on the data before training any."""
