@@ -17,6 +17,8 @@ from transferlab.errors import TransferlabError
 from transferlab.models.backbones import list_backbones
 from transferlab.run import build
 from transferlab.run.checks import check_config
+from transferlab.strategies.auto import Auto
+from transferlab.strategies.policies import HeadOnly
 
 CONF = build.CONF
 
@@ -37,7 +39,8 @@ def describe(overrides: list[str]) -> str:
     if cfg.get("list"):
         return list_models()
     check_config(cfg)
-    policy = build.policy(cfg)
+    undecided = isinstance(build.built("strategy", cfg.strategy), Auto)
+    policy = HeadOnly() if undecided else build.policy(cfg)  # auto probes as head_only builds
     spec, backbone = build.backbone(cfg, policy)  # the backbone training builds, auxiliary head included or not
     data = backbone.data_config
     lines = [
@@ -48,8 +51,8 @@ def describe(overrides: list[str]) -> str:
     ]
     # A 2-class head is enough to show the split between frozen and trainable parameters.
     module = build.classifier(cfg, spec, backbone, num_classes=2)
-    strategy = policy.name
-    if policy.decides_from_data:
+    strategy = "auto" if undecided else policy.name
+    if undecided:
         lines.append(f"strategy     {strategy} decides from the data at training time; counts below: all blocks")
     else:
         policy.freeze_before_training(module)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from matplotlib.figure import Figure
 
 from transferlab.errors import TransferlabError, run_script
-from transferlab.review.figures import plt
 
 
 @dataclass
@@ -129,7 +129,8 @@ def chart(runs: list[Run], target: Path) -> None:
         r for r in runs if r.status == "completed" and None not in (r.value("time/fit_s"), r.value("test/acc"))
     ]
     markers = dict(zip(sorted({r.strategy for r in completed}), "osD^v<>pP*X"))
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure = Figure(figsize=(7, 4.5))
+    axis = figure.subplots()
     for strategy, marker in markers.items():
         mine = [r for r in completed if r.strategy == strategy]
         axis.scatter(
@@ -155,7 +156,6 @@ def chart(runs: list[Run], target: Path) -> None:
         axis.legend(title="strategy", fontsize=8)
     figure.tight_layout()
     figure.savefig(target, dpi=120)
-    plt.close(figure)
 
 
 def report(paths: list[Path]) -> Path:

@@ -17,19 +17,26 @@ from transferlab import console
 from transferlab.distributed import launch
 from transferlab.errors import TransferlabError
 from transferlab.run import resolvers
-from transferlab.run.pipeline import train
+from transferlab.run.pipeline import Job, train
 
 log = logging.getLogger("transferlab")
-console.quiet_upstream()
-resolvers.register()
-launch.install()
+
+
+def prepare_process() -> None:
+    """What this process needs before Lightning runs: quiet upstream noise, the config's resolvers, the
+    DDP launcher's child command. Again in main: a launcher's job process (joblib, submitit) may not run
+    this file's `__main__` block."""
+    console.quiet_upstream()
+    resolvers.register()
+    launch.install()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Returns `optimized_metric` (val/acc_best) for sweepers such as Optuna."""
+    prepare_process()
     try:
-        return train(cfg)[cfg.optimized_metric]
+        return train(cfg, Job.from_hydra())[cfg.optimized_metric]
     except TransferlabError as error:
         log.error("%s", error)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -38,4 +45,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    prepare_process()
     main()

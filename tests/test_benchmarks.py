@@ -75,9 +75,18 @@ def test_a_benchmark_ends_with_its_figures_as_json(name, offline_env):
         )
     if name == "screen_evidence":
         digits = figures["data"]["digits"]
-        assert set(digits["probe"]) == {"efficientnet_lite0", "efficientnet_lite1"}
-        assert set(digits["agreement"]) == {"head_only", "full_finetune"} and digits["screen_time_ratio"] > 0
-        assert digits["agreement"]["head_only"]["pairs_in_order"] in ("0/1", "1/1")
+        models = ["efficientnet_lite0", "efficientnet_lite1"]
+        assert set(digits["probe"]) == set(models) and all(0 <= p <= 1 for p in digits["probe"].values())
+        assert digits["screen_time_ratio"] == pytest.approx(digits["screen_s"] / digits["runs_s"], abs=1e-3)
+        # The agreement follows from the probes and the runs' test accuracies it reports beside them.
+        probe = digits["probe"]
+        for strategy in ("head_only", "full_finetune"):
+            tests = {m: digits["runs"][strategy][m]["test"] for m in models}
+            agreement = digits["agreement"][strategy]
+            in_order = (probe[models[0]] - probe[models[1]]) * (tests[models[0]] - tests[models[1]]) > 0
+            assert agreement["pairs_in_order"] == f"{int(in_order)}/1", strategy
+            assert agreement["screen_first_is_best"] == (max(models, key=probe.get) == max(models, key=tests.get))
+            assert agreement["spearman"] is None, "two backbones: no rank correlation"
 
 
 def test_the_gpu_benchmark_refuses_a_machine_without_a_gpu_in_one_line(offline_env):

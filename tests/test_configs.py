@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from transferlab.classifier.schedules import build_scheduler
 from transferlab.run import build
+from transferlab.run.decide import decide, decided_config
+from transferlab.strategies.auto import Auto, Decision
 from transferlab.strategies.base import FreezePolicy
+from transferlab.strategies.policies import Scratch
 
 from conftest import CONF, compose_config
 
@@ -22,7 +23,8 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("strategy", options("strategy"))
 def test_strategies_build_freeze_policies(strategy, tmp_path):
     cfg = compose_config([f"strategy={strategy}"], tmp_path)
-    assert isinstance(instantiate(cfg.strategy), FreezePolicy)
+    # auto is the one strategy that is no policy itself: it chooses one before the run is built.
+    assert isinstance(instantiate(cfg.strategy), Auto if strategy == "auto" else FreezePolicy)
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))
@@ -41,13 +43,18 @@ def test_optimizers_and_schedulers_are_partials(optimizer, scheduler, tmp_path):
 
 @pytest.mark.parametrize("model", options("model"))
 def test_every_model_config_names_a_buildable_backbone(model, tmp_path):
-    from transferlab.models.backbones import create_backbone
-
     generic = {"timm": ["model.name=timm/resnet18"], "torchvision": ["model.name=densenet121"]}
     overrides = [f"model={model}", *generic.get(model, [])]
-    cfg = compose_config(overrides, tmp_path)
-    backbone = create_backbone(cfg.model.name, pretrained=False)
-    assert len(backbone.blocks) >= 4 and backbone.num_features > 0
+    cfg = compose_config([*overrides, "model.pretrained=false"], tmp_path)
+    _, backbone = build.backbone(cfg, Scratch())  # with the config's own options (vgg_custom's cfg, …)
+    blocks = [p for block in backbone.blocks for p in block.parameters()]
+    assert len(backbone.blocks) >= 4 and len(blocks) == len(list(backbone.features.parameters())), (
+        "every parameter in a block"
+    )
+    size = max(backbone.min_input_size, 32)
+    with torch.no_grad():
+        pooled = backbone.eval()(torch.rand(2, 3, size, size))
+    assert pooled.shape == (2, backbone.num_features), "one pooled vector an image, of the size the head is built for"
 
 
 NOTES_RECIPES = ("cnn_scratch", "scratch", "head_only", "full_finetune", "two_phase")
@@ -138,11 +145,19 @@ def test_each_strategy_carries_its_recipe_and_the_command_line_overrides_it(tmp_
         (["strategy.similar=0.1"], "full_finetune", (0.003, 10, 5)),  # auto's own options are left out
     ],
 )
-def test_auto_trains_with_the_recipe_of_the_strategy_it_chose(command_line, choice, expected, tmp_path):
-    cfg = compose_config(["strategy=auto", "model.pretrained=false", *command_line], tmp_path)
+def test_auto_trains_with_the_recipe_of_the_strategy_it_chose(command_line, choice, expected, tmp_path, monkeypatch):
+    overrides = ["strategy=auto", "model.pretrained=false", "data.image_size=32", *command_line]
+    cfg = compose_config(overrides, tmp_path)
     assert cfg.trainer.max_epochs == 10, "auto's own: the shared recipe"
-    module = SimpleNamespace(hparams=SimpleNamespace(optimizer={"lr": cfg.optimizer.lr}))
-    build.adopt_recipe(cfg, module, choice)
-    early_stopping = cfg.callbacks.early_stopping
-    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, early_stopping and early_stopping.patience) == expected
-    assert module.hparams.optimizer["lr"] == expected[0], "the optimizer is built from the module's copy"
+    options = {"top_blocks": {"n": 1}, "full_finetune": {"backbone_lr_scale": 1.0}}.get(choice, {})
+    report = {"auto/choice": choice}
+    monkeypatch.setattr(Auto, "decide", lambda self, *args, **kwargs: Decision(choice, options, report))
+    decision = decide(cfg, torch.device("cpu"))
+    decided = decided_config(cfg, decision, overrides)
+    early_stopping = decided.callbacks.early_stopping
+    assert (decided.optimizer.lr, decided.trainer.max_epochs, early_stopping and early_stopping.patience) == expected
+    assert decided.strategy._target_.endswith(
+        {"head_only": "HeadOnly", "top_blocks": "TopBlocks"}.get(choice, "FullFinetune")
+    )
+    assert all(decided.strategy[key] == value for key, value in options.items()), "the table's options"
+    assert decided.auto == report and cfg.strategy._target_.endswith("Auto"), "a new config: the composed one is kept"

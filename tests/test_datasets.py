@@ -17,13 +17,14 @@ import time
 import zipfile
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from transferlab.data import CatsVsDogsDataModule, CIFAR10DataModule, FashionMNISTDataModule, HymenopteraDataModule
-from transferlab.data.download import DownloadError, Remote, download
+from transferlab.data.download import DownloadError, Remote, download, extract
 from transferlab.errors import TransferlabError
 from transferlab.models.data_config import DataConfig
 
@@ -563,3 +564,30 @@ def test_a_short_training_run_on_each_dataset(dataset, server, tmp_path, offline
     # The photo datasets decode once: cats_vs_dogs into memory-mapped files, hymenoptera in memory.
     on_disk = sorted(p.name.split("-")[1] for p in (tmp_path / "data" / "decoded_cache").glob("*.u8"))
     assert on_disk == (["test", "train", "val"] if dataset == "cats_vs_dogs" else [])
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        tarfile.TarInfo("../outside.txt"),  # climbs out of the folder (an absolute path is made relative)
+        SimpleNamespace(name="data/link", type=tarfile.SYMTYPE, linkname="../../etc/passwd"),  # a link out of it
+    ],
+    ids=["parent", "symlink"],
+)
+def test_an_archive_member_outside_its_folder_is_refused_and_nothing_is_written(member, tmp_path):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        info = tarfile.TarInfo("data/ok.txt")
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"ok"))
+        unsafe = tarfile.TarInfo(member.name)
+        unsafe.type = getattr(member, "type", tarfile.REGTYPE)
+        unsafe.linkname = getattr(member, "linkname", "")
+        archive.addfile(unsafe, io.BytesIO(b"") if unsafe.type == tarfile.REGTYPE else None)
+    tarball = tmp_path / "set.tar.gz"
+    tarball.write_bytes(out.getvalue())
+    (tmp_path / "sets").mkdir()
+    with pytest.raises(DownloadError, match=f"refusing unsafe archive member '{member.name}'"):
+        extract(tarball, tmp_path / "sets" / "data", "data")
+    assert not (tmp_path / "sets" / "data").exists() and not (tmp_path / "outside.txt").exists()
+    assert [p.name for p in (tmp_path / "sets").iterdir()] == [".data.lock"], "the staging folder is removed"

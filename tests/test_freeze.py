@@ -19,8 +19,9 @@ from transferlab.data import ImageFolderDataModule
 from transferlab.errors import TransferlabError
 from transferlab.models.backbones import create_backbone
 from transferlab.run.pipeline import train
+from transferlab.strategies import auto
 from transferlab.strategies import probe as transferability
-from transferlab.strategies.auto import Auto
+from transferlab.strategies.auto import Auto, Decision
 from transferlab.strategies.policies import FullFinetune, HeadOnly, Scratch, TopBlocks, TwoPhase
 from transferlab.strategies.probe import probe_sample
 
@@ -31,7 +32,7 @@ SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": LR, "momentum": 0
 COSINE = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": 3}
 
 
-def build(colour_folder, name: str = "efficientnet_lite0", scheduler: dict | None = None):
+def build(colour_folder, name: str = "efficientnet_lite0", scheduler: dict | None = None, policy=None):
     # The packaged lite0 weights: real pretrained BatchNorm statistics, offline.
     backbone = create_backbone(name, pretrained=name != "small_cnn")
     datamodule = ImageFolderDataModule(
@@ -39,7 +40,10 @@ def build(colour_folder, name: str = "efficientnet_lite0", scheduler: dict | Non
     )
     datamodule.setup()
     spec = {"name": name, "pretrained": True, "weights": None}
-    module = ImageClassifier(spec, num_classes=3, optimizer=SGD, scheduler=scheduler, backbone=backbone)
+    groups = policy.param_groups if policy is not None else None  # the policy's learning rates per block
+    module = ImageClassifier(
+        spec, num_classes=3, optimizer=SGD, scheduler=scheduler, backbone=backbone, param_groups=groups
+    )
     return module, datamodule
 
 
@@ -97,9 +101,10 @@ def test_head_only_trains_the_head_and_keeps_pretrained_bn_statistics(colour_fol
 
 
 def test_full_finetune_trains_everything_with_a_smaller_backbone_lr(colour_folder):
-    module, datamodule = build(colour_folder)
+    policy = FullFinetune(backbone_lr_scale=0.1)
+    module, datamodule = build(colour_folder, policy=policy)
     record = RecordTraining()
-    make_trainer(FullFinetune(backbone_lr_scale=0.1), 1, record).fit(module, datamodule)
+    make_trainer(policy, 1, record).fit(module, datamodule)
     assert record.trainable[0] == count_parameters(module)[1]
     head_lr, *block_lrs = record.lrs[0]
     assert head_lr == pytest.approx(LR)
@@ -195,7 +200,7 @@ def class_ordered_folder(root, classes: int, per_class: int) -> None:
                 Image.fromarray(pixels).save(root / split / f"c{label:02d}" / f"{i:02d}.png")
 
 
-def probe(root, max_images: int, seed: int, monkeypatch) -> tuple[Auto, torch.Tensor, torch.Tensor]:
+def probe(root, max_images: int, seed: int, monkeypatch) -> tuple[Decision, torch.Tensor, torch.Tensor]:
     """Auto's decision on `root` (small_cnn, 32 px) and the (features, labels) its linear probe saw."""
     torch.manual_seed(0)  # the same random backbone every time: only the sample may differ
     backbone = create_backbone("small_cnn", pretrained=False)
@@ -203,16 +208,11 @@ def probe(root, max_images: int, seed: int, monkeypatch) -> tuple[Auto, torch.Te
         root=str(root), data_config=backbone.data_config, image_size=32, batch_size=16, num_workers=0, seed=seed
     )
     datamodule.setup()
-    spec = {"name": "small_cnn", "pretrained": False, "weights": None}
-    module = ImageClassifier(spec, num_classes=datamodule.num_classes, optimizer=SGD, backbone=backbone)
     seen = []
     score = transferability.linear_probe_score
-    monkeypatch.setattr(
-        transferability, "linear_probe_score", lambda f, y, **k: seen.append((f, y)) or score(f, y, **k)
-    )
-    policy = Auto(many_per_class=100, max_images=max_images)
-    policy.decide(module, datamodule)
-    return policy, torch.as_tensor(seen[0][0]), torch.as_tensor(seen[0][1])
+    monkeypatch.setattr(auto, "linear_probe_score", lambda f, y, **k: seen.append((f, y)) or score(f, y, **k))
+    decision = Auto(many_per_class=100, max_images=max_images).decide(backbone.eval(), datamodule, len(backbone.blocks))
+    return decision, torch.as_tensor(seen[0][0]), torch.as_tensor(seen[0][1])
 
 
 def test_the_probe_sample_is_stratified_proportional_and_seeded():
@@ -234,8 +234,8 @@ def test_auto_probes_both_classes_of_a_class_ordered_folder(tmp_path, monkeypatc
     class_ordered_folder(tmp_path, classes=2, per_class=20)
     policy, _, labels = probe(tmp_path, max_images=10, seed=0, monkeypatch=monkeypatch)
     assert torch.bincount(labels).tolist() == [5, 5]
-    assert policy.report()["auto/probe_images"] == 10 and policy.report()["auto/probe_min_per_class"] == 5
-    assert policy.report()["auto/choice"] in ("head_only", "top_blocks")
+    assert policy.report["auto/probe_images"] == 10 and policy.report["auto/probe_min_per_class"] == 5
+    assert policy.report["auto/choice"] in ("head_only", "top_blocks")
 
 
 def test_auto_probes_every_one_of_many_classes_and_decides_the_same_for_a_seed(tmp_path, monkeypatch, caplog):
@@ -247,7 +247,7 @@ def test_auto_probes_every_one_of_many_classes_and_decides_the_same_for_a_seed(t
 
     again, same_features, same_labels = probe(tmp_path, max_images=60, seed=3, monkeypatch=monkeypatch)
     assert torch.equal(same_features, features) and torch.equal(same_labels, labels)
-    assert again.report() == policy.report()
+    assert again.report == policy.report
     _, other_features, _ = probe(tmp_path, max_images=60, seed=4, monkeypatch=monkeypatch)
     assert not torch.equal(other_features, features), "another seed, another sample"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -103,9 +102,10 @@ def test_custom_networks_learn_at_any_input_size(model, size, colour_folder, tmp
 
 
 def test_discriminative_learning_rates_decay_from_head_to_stem(colour_folder):
-    module, _ = build(colour_folder, name="small_cnn")
-    Discriminative(decay=0.5).freeze_before_training(module)
-    lrs = [group["lr"] for group in module.param_groups()]
+    policy = Discriminative(decay=0.5)
+    module, _ = build(colour_folder, name="small_cnn", policy=policy)
+    policy.freeze_before_training(module)
+    lrs = [group["lr"] for group in module.configure_optimizers().param_groups]
     assert lrs == pytest.approx([SGD["lr"], SGD["lr"] / 16, SGD["lr"] / 8, SGD["lr"] / 4, SGD["lr"] / 2])
 
 
@@ -132,23 +132,11 @@ def test_gradual_unfreezes_one_block_per_epoch_and_survives_resume(colour_folder
 
 
 def auto_choice(root, many_per_class: int) -> dict:
-    backbone = create_backbone("efficientnet_lite0", pretrained=True)
+    backbone = create_backbone("efficientnet_lite0", pretrained=True).eval()
     datamodule = ImageFolderDataModule(root=str(root), data_config=backbone.data_config, image_size=64, num_workers=0)
-    spec = {"name": "efficientnet_lite0", "pretrained": True, "weights": None}
-    module = ImageClassifier(spec, num_classes=3, optimizer=SGD, backbone=backbone)
-    policy = Auto(many_per_class=many_per_class, similar=0.7)
-    trainer = L.Trainer(
-        max_epochs=1,
-        callbacks=[policy],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_train_batches=1,
-        limit_val_batches=1,
-    )
-    trainer.fit(module, datamodule)
-    return policy.report()
+    datamodule.setup("fit")
+    decision = Auto(many_per_class=many_per_class, similar=0.7).decide(backbone, datamodule, len(backbone.blocks))
+    return decision.report
 
 
 def test_auto_picks_head_only_for_few_images_close_to_the_pretraining(colour_folder):

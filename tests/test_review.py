@@ -52,9 +52,15 @@ def test_figures_and_per_class_metrics_are_in_each_run(sweep):
     images = set(events.Tags()["images"])
     assert {"train/samples", "train/augmentation", "val/confusion_matrix", "test/confusion_matrix"} <= images
     metrics = json.loads((run / "metrics.json").read_text())
-    for metric in ("precision", "recall", "f1"):
-        for name in ("blue", "green", "red"):
-            assert 0 <= metrics[f"test/{metric}/{name}"] <= 1
+    # The per-class figures describe the test predictions the accuracy counts: F1 is the harmonic mean of
+    # precision and recall, and the recalls weighted by the classes' test images (6 each) give test/acc.
+    for name in ("blue", "green", "red"):
+        precision, recall, f1 = (metrics[f"test/{metric}/{name}"] for metric in ("precision", "recall", "f1"))
+        harmonic = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert f1 == pytest.approx(harmonic, abs=1e-6), name
+        assert recall * 6 == pytest.approx(round(recall * 6), abs=1e-6), f"{name}: a share of 6 test images"
+    recalls = [metrics[f"test/recall/{name}"] for name in ("blue", "green", "red")]
+    assert sum(recalls) / 3 == pytest.approx(metrics["test/acc"], abs=1e-6)
     if metrics["test/acc"] < 1:
         assert "test/worst_predictions" in images
 

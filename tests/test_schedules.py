@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from transferlab.classifier.schedules import warmup_cosine_factor
+from transferlab.classifier.schedules import WarmupCosine, warmup_cosine_factor
 from transferlab.errors import TransferlabError
 from transferlab.strategies.policies import FullFinetune, TwoPhase
 
@@ -98,3 +98,40 @@ def test_a_per_step_schedule_without_an_epoch_budget_is_one_clear_error(colour_f
     module, datamodule = build(colour_folder, scheduler=WARMUP)
     with pytest.raises(TransferlabError, match=r"per-step schedule needs a step budget; set trainer.max_epochs"):
         make_trainer(FullFinetune(), -1).fit(module, datamodule)
+
+
+def test_for_fixed_groups_it_equals_torchs_linear_warm_up_then_cosine():
+    """On groups that never change, WarmupCosine gives torch's SequentialLR(LinearLR, CosineAnnealingLR) at
+    every step; it is kept for the groups that join mid-run (tests above), which torch's cannot place."""
+    total, warmup, floor = 40, 5, 0.1
+
+    def optimizer() -> torch.optim.Optimizer:
+        groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (0.1, 0.01)]
+        return torch.optim.SGD(groups)
+
+    ours_optimizer, torch_optimizer = optimizer(), optimizer()
+    ours = WarmupCosine(
+        ours_optimizer, total_steps=total, steps_per_epoch=warmup, warmup_epochs=1.0, min_lr_ratio=floor
+    )
+    reference = torch.optim.lr_scheduler.SequentialLR(
+        torch_optimizer,
+        [
+            torch.optim.lr_scheduler.LinearLR(torch_optimizer, 1 / warmup, 1.0, total_iters=warmup - 1),
+            torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=total - warmup, eta_min=0.0),
+        ],
+        milestones=[warmup],
+    )
+    # CosineAnnealingLR has one eta_min for every group; ours a floor proportional to each group's peak.
+    # With two groups that differ tenfold, compare the shape with eta_min 0 and the floor separately.
+    ours_zero_optimizer = optimizer()
+    ours_zero = WarmupCosine(ours_zero_optimizer, total, warmup, warmup_epochs=1.0, min_lr_ratio=0.0)
+    for step in range(total):
+        assert [g["lr"] for g in ours_zero_optimizer.param_groups] == pytest.approx(
+            [g["lr"] for g in torch_optimizer.param_groups], abs=1e-9
+        ), step
+        peaks = [0.1, 0.01]
+        factor = warmup_cosine_factor(step, total, warmup, floor)
+        assert [g["lr"] for g in ours_optimizer.param_groups] == pytest.approx([p * factor for p in peaks], abs=1e-12)
+        for stepping in (ours_optimizer, ours_zero_optimizer, torch_optimizer):
+            stepping.step()
+        ours.step(), ours_zero.step(), reference.step()

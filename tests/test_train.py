@@ -203,10 +203,24 @@ def test_every_strategy_runs_through_the_configs(strategy, colour_folder, tmp_pa
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     trainable = [event.value for event in events.Scalars("model/params/trainable")]
+    # What each strategy trains, counted on the run's own architecture (small_cnn: 4 blocks, 3 classes).
+    reference = ImageClassifier.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu")
+    head = sum(p.numel() for p in reference.head.parameters())
+    top_two = sum(p.numel() for block in reference.backbone.blocks[-2:] for p in block.parameters())
+    total = metrics["model/params/total"]
+    expected = {"head_only": head, "full_finetune": total, "top_blocks": head + top_two, "scratch": total}
     if strategy == "two_phase":
-        assert trainable[0] < trainable[-1] == metrics["model/params/total"], "the backbone joined in epoch 1"
+        assert trainable[0] == head and trainable[-1] == total, "the backbone joined in epoch 1"
         assert {"lr-AdamW/pg1", "lr-AdamW/pg2"} <= set(events.Tags()["scalars"])
-    assert metrics["status"] == "completed"
+    else:
+        assert trainable == [expected[strategy]] * len(trainable), "the same parameters train every epoch"
+    assert metrics["model/params/trainable"] == trainable[-1]
+    # One learning rate per parameter group: the head, then each block that trains (two_phase: the backbone).
+    learning_rates = {tag for tag in events.Tags()["scalars"] if tag.startswith("lr-AdamW")}
+    blocks = len(reference.backbone.blocks)
+    groups = {"head_only": 1, "top_blocks": 3, "full_finetune": 1 + blocks, "scratch": 1 + blocks, "two_phase": 2}
+    assert len(learning_rates - {"lr-AdamW"}) == (groups[strategy] if groups[strategy] > 1 else 0), learning_rates
+    assert metrics["status"] == "completed" and metrics["strategy"] == strategy and metrics["epochs"] == 2
 
 
 @pytest.mark.slow

@@ -1,13 +1,14 @@
 """ImageClassifier: any backbone plus a separate head, trained by Lightning.
 
-It knows nothing of freeze policies: it builds the optimizer from whatever
-parameters are trainable when training starts, one group per block so that a
-policy can give blocks their own learning rates (`block_lr_scales`).
+It knows nothing of freeze policies: it builds its optimizer from the parameter
+groups it is given (`param_groups(module, base_lr)`, a freeze policy's), by
+default the trainable parameters, one group per block, all at the base lr.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -23,6 +24,7 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+from torchmetrics.wrappers import ClasswiseWrapper
 
 from transferlab.caches.features import FeatureBatch
 from transferlab.classifier.schedules import build_scheduler
@@ -47,12 +49,14 @@ class ImageClassifier(L.LightningModule):
         dropout: float = 0.2,
         channels_last: bool = True,
         backbone: Backbone | None = None,
+        param_groups: Callable[[nn.Module, float], list[dict[str, Any]]] | None = None,
     ) -> None:
         """model: the backbone spec (name, pretrained, weights); optimizer/scheduler: Hydra
         `_partial_` configs. `backbone` is the already built backbone when training starts;
         without it (``load_from_checkpoint``) the architecture is rebuilt with no download."""
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone"], logger=False)
+        self.save_hyperparameters(ignore=["backbone", "param_groups"], logger=False)
+        self.make_param_groups = param_groups or block_param_groups
         self.backbone = backbone if backbone is not None else create_backbone(**architecture_only(model))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, num_classes))
         # Inception v3's auxiliary classifier, when the model spec asks for one (aux_weight > 0).
@@ -61,8 +65,6 @@ class ImageClassifier(L.LightningModule):
             # NHWC convolutions: 1.5× the images/s of NCHW for efficientnet_lite0 on a 2-core CPU
             # (benchmarks/channels_last.py), and the layout tensor cores want on a GPU.
             self.to(memory_format=torch.channels_last)
-        # Set by a freeze policy before the optimizer is built; one factor per backbone block.
-        self.block_lr_scales: list[float] = [1.0] * len(self.backbone.blocks)
 
         # validate_args=False: the checks call torch.unique on the labels, a device sync every step.
         checked = {"validate_args": False}
@@ -76,11 +78,18 @@ class ImageClassifier(L.LightningModule):
         # For the figures and the per-class report (callbacks.EvaluationFigures, metrics.json).
         self.val_confusion = MulticlassConfusionMatrix(num_classes, **checked)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, **checked)
+        # Per class, as `test/<metric>/<class name>` (a "/" in a name would nest a TensorBoard tag).
+        names = [name.replace("/", "_") for name in class_names or [str(i) for i in range(num_classes)]]
         self.test_per_class = MetricCollection(
             {
-                "precision": MulticlassPrecision(num_classes, average=None, **checked),
-                "recall": MulticlassRecall(num_classes, average=None, **checked),
-                "f1": MulticlassF1Score(num_classes, average=None, **checked),
+                name: ClasswiseWrapper(
+                    metric(num_classes, average=None, **checked), labels=names, prefix=f"test/{name}/"
+                )
+                for name, metric in (
+                    ("precision", MulticlassPrecision),
+                    ("recall", MulticlassRecall),
+                    ("f1", MulticlassF1Score),
+                )
             }
         )
 
@@ -153,11 +162,8 @@ class ImageClassifier(L.LightningModule):
         return {"probabilities": logits.softmax(dim=-1)}
 
     def on_test_epoch_end(self) -> None:
-        """Per-class precision, recall and F1, as `test/<metric>/<class name>`."""
-        names = self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
-        for metric, values in self.test_per_class.compute().items():
-            for name, value in zip(names, values):
-                self.log(f"test/{metric}/{name.replace('/', '_')}", value)
+        """Per-class precision, recall and F1."""
+        self.log_dict(self.test_per_class.compute())
 
     def on_train_epoch_start(self) -> None:
         # Like Keras' model.summary(); logged each epoch because a policy may unfreeze mid-run.
@@ -165,19 +171,8 @@ class ImageClassifier(L.LightningModule):
         self.log("model/params/trainable", float(trainable))
         self.log("model/params/frozen", float(total - trainable))
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters only: the head at the base lr, each block at base lr × its scale."""
-        base_lr = self.hparams.optimizer["lr"]
-        heads = [self.head, *([self.aux_head] if self.aux_head is not None else [])]
-        groups = [{"params": [p for h in heads for p in h.parameters() if p.requires_grad], "lr": base_lr}]
-        for block, scale in zip(self.backbone.blocks, self.block_lr_scales):
-            params = [p for p in block.parameters() if p.requires_grad]
-            if params:
-                groups.append({"params": params, "lr": base_lr * scale})
-        return groups
-
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(self.param_groups())
+        optimizer = instantiate(self.hparams.optimizer)(self.make_param_groups(self, self.hparams.optimizer["lr"]))
         if not self.hparams.scheduler:
             return optimizer
         scheduler, interval = build_scheduler(self.hparams.scheduler, optimizer, self.step_budget)
@@ -199,6 +194,19 @@ class ImageClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_packaged_arch(checkpoint, "this checkpoint")
+
+
+def block_param_groups(module: nn.Module, base_lr: float, lr_scales: list[float] | None = None) -> list[dict[str, Any]]:
+    """Trainable parameters only: the head at `base_lr`, then each backbone block with trainable
+    parameters at `base_lr` × its scale (stem first; 1 when no scales are given)."""
+    heads = [module.head, *([module.aux_head] if module.aux_head is not None else [])]
+    groups = [{"params": [p for h in heads for p in h.parameters() if p.requires_grad], "lr": base_lr}]
+    scales = lr_scales or [1.0] * len(module.backbone.blocks)
+    for block, scale in zip(module.backbone.blocks, scales):
+        params = [p for p in block.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": base_lr * scale})
+    return groups
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:

@@ -35,7 +35,12 @@ def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_lr_
 
 
 class WarmupCosine(LRScheduler):
-    """Linear warm-up over `warmup_epochs`, then a cosine to `min_lr_ratio` × the peak at `total_steps`."""
+    """Linear warm-up over `warmup_epochs`, then a cosine to `min_lr_ratio` × the peak at `total_steps`.
+
+    Our own rather than torch's SequentialLR(LinearLR, CosineAnnealingLR), which gives the same rates
+    for fixed groups: its factor is a closed form of the step count, so a group that joins mid-run
+    starts at it (`current_factor`), which torch's chained schedulers, each step computed from the last
+    group rates, cannot tell a new group."""
 
     per_step = True  # configure_optimizers passes total_steps and steps_per_epoch, and steps it every batch
 

@@ -165,17 +165,6 @@ def _fetch_with_retries(remote: Remote, partial: Path, target: Path, retries: in
             time.sleep(0.5 * attempt)
 
 
-def _safe_members(archive: tarfile.TarFile, destination: Path) -> list[tarfile.TarInfo]:
-    """Refuse members that would land outside the destination (absolute paths, `..`, links)."""
-    root = destination.resolve()
-    members = []
-    for member in archive.getmembers():
-        if member.issym() or member.islnk() or not (root / member.name).resolve().is_relative_to(root):
-            raise DownloadError(f"refusing unsafe archive member {member.name!r}")
-        members.append(member)
-    return members
-
-
 def extract(archive: Path, destination: Path, inside: str) -> Path:
     """Extract `archive` and move its top-level folder `inside` to `destination`, atomically. Jobs
     that want the same folder at once wait for the one that extracts it."""
@@ -220,7 +209,11 @@ def _unpack(archive: Path, staging: Path) -> None:
                 zipped.extractall(staging)
         else:
             with tarfile.open(archive) as tarred:
-                tarred.extractall(staging, members=_safe_members(tarred, staging))
+                # The standard library's "data" filter refuses members that would land outside `staging`
+                # (absolute paths, `..`, links out of it) and device files (PEP 706).
+                tarred.extractall(staging, filter="data")
+    except tarfile.FilterError as error:
+        raise DownloadError(f"refusing unsafe archive member {error.tarinfo.name!r} in {archive} ({error})") from error
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as error:
         raise DownloadError(f"{archive} is not a readable archive ({error}); delete it to download again") from error
     except OSError as error:

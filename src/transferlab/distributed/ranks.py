@@ -46,7 +46,8 @@ def slurm_tasks() -> bool:
 
 def started_externally() -> bool:
     """A rank started by a launcher (Lightning's DDP children and torchrun set LOCAL_RANK; Slurm
-    starts every task), rather than the process that launches the ranks itself."""
+    starts every task), rather than the process that launches the ranks itself. Lightning's
+    TorchElasticEnvironment.detect() alone would miss its own launcher's children (no TORCHELASTIC_RUN_ID)."""
     return "LOCAL_RANK" in os.environ or slurm_tasks()
 
 

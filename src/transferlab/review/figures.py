@@ -1,19 +1,21 @@
-"""Matplotlib figures for TensorBoard: image grids and confusion matrices."""
+"""Matplotlib figures for TensorBoard: image grids and confusion matrices.
+
+Built as `matplotlib.figure.Figure` objects, not through pyplot: they are rendered into event files
+and PNGs, never shown, so no backend is chosen and nothing global changes (`matplotlib.use` did).
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # rendered into event files and PNGs, never shown
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 
-def image_grid(images: torch.Tensor, titles: list[str], cols: int = 3) -> plt.Figure:
+def image_grid(images: torch.Tensor, titles: list[str], cols: int = 3) -> Figure:
     """Images (N, 3, H, W in [0, 1]) with a title each, `cols` per row."""
     rows = max(1, -(-len(images) // cols))
-    figure, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False)
+    figure = Figure(figsize=(2.3 * cols, 2.5 * rows))
+    axes = figure.subplots(rows, cols, squeeze=False)
     pictures = images.permute(0, 2, 3, 1).cpu().numpy()
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -24,11 +26,12 @@ def image_grid(images: torch.Tensor, titles: list[str], cols: int = 3) -> plt.Fi
     return figure
 
 
-def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str) -> plt.Figure:
+def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str) -> Figure:
     """Counts, rows = true class, columns = predicted class."""
     counts = matrix.cpu().numpy()
     size = max(4.0, 0.45 * len(class_names) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axis = figure.subplots()
     axis.imshow(counts, cmap="Blues")
     ticks = np.arange(len(class_names))
     axis.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)

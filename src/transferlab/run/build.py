@@ -87,6 +87,10 @@ def built(section: str, node: Any, **kwargs: Any) -> Any:
 
 def policy(cfg: DictConfig) -> FreezePolicy:
     freeze_policy = built("strategy", cfg.strategy)
+    if not isinstance(freeze_policy, FreezePolicy):  # strategy=auto: run.decide chooses one before the build
+        raise TransferlabError(
+            f"strategy={freeze_policy.name} chooses a strategy from the data before the run is built"
+        )
     if freeze_policy.owns_schedule and cfg.get("scheduler"):
         raise TransferlabError(
             f"strategy={freeze_policy.name} sets the learning rate at every step (its own schedule): "
@@ -145,6 +149,7 @@ def classifier(
     num_classes: int,
     class_names: list[str] | None = None,
     data_config: dict | None = None,
+    freeze_policy: FreezePolicy | None = None,
 ) -> ImageClassifier:
     return ImageClassifier(
         model=spec,
@@ -156,6 +161,7 @@ def classifier(
         dropout=cfg.head.dropout,
         channels_last=cfg.channels_last,
         backbone=built_backbone,
+        param_groups=freeze_policy.param_groups if freeze_policy is not None else None,
     )
 
 
@@ -181,43 +187,10 @@ def experiment(cfg: DictConfig) -> Experiment:
     freeze_policy = policy(cfg)
     spec, built_backbone = backbone(cfg, freeze_policy)
     data = datamodule(cfg, built_backbone)
-    module = classifier(cfg, spec, built_backbone, data.num_classes, data.class_names, data.data_config.to_dict())
+    module = classifier(
+        cfg, spec, built_backbone, data.num_classes, data.class_names, data.data_config.to_dict(), freeze_policy
+    )
     return Experiment(freeze_policy, spec, built_backbone, data, module)
-
-
-# What a strategy's recipe sets (conf/strategy/*.yaml).
-RECIPE_KEYS = ("optimizer.lr", "trainer.max_epochs", "callbacks.early_stopping")
-
-
-def adopt_recipe(cfg: DictConfig, module: ImageClassifier, strategy: str) -> dict[str, Any]:
-    """A run whose policy chose its strategy from the data (auto) trains with the recipe that
-    `strategy=<strategy>` has with the same command line, where a value set there still wins:
-    auto choosing head_only trains as strategy=head_only does. Returns the values that changed."""
-    command_line = [o for o in HydraConfig.get().overrides.task if override_key(o) != "strategy"]
-    chosen = compose([*command_line, f"strategy={strategy}"])
-    changed = {}
-    for key in RECIPE_KEYS:
-        value, before = OmegaConf.select(chosen, key), OmegaConf.select(cfg, key)
-        if value == before:
-            continue
-        with open_dict(cfg):
-            OmegaConf.update(cfg, key, value, merge=False)
-        if OmegaConf.is_dict(value) and OmegaConf.is_dict(before):  # name the options that changed
-            changed.update({f"{key}.{k}": v for k, v in value.items() if before.get(k) != v})
-        else:
-            changed[key] = value
-    module.hparams.optimizer["lr"] = cfg.optimizer.lr  # the module built its optimizer config before the choice
-    return changed
-
-
-def save_recipe(cfg: DictConfig, saved: Path) -> None:
-    """Write the recipe keys of `cfg` into a run's saved config (.hydra/config.yaml), nothing else."""
-    config = OmegaConf.load(saved)
-    for key in RECIPE_KEYS:
-        OmegaConf.update(config, key, OmegaConf.select(cfg, key), merge=False)
-    partial = saved.with_name(saved.name + ".part")
-    OmegaConf.save(config, partial)
-    partial.replace(saved)  # atomic: a resume never reads a half-written config
 
 
 def override_key(override: str) -> str:

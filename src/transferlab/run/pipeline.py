@@ -1,38 +1,68 @@
-"""train(cfg): build everything once, fit, test the best checkpoint, write metrics.json."""
+"""train(cfg, job): one run, one way down.
+
+    compose (src/train.py) → resume? → check → decide (strategy=auto's probe) → build once → fit → test → results
+
+Each step takes what the one before gave it; nothing below climbs back to re-compose the config or
+patch what was built. Hydra's runtime (output directory, overrides, group choices, job number) is read
+once, at the entry point, into a `Job`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab import console
 from transferlab.callbacks.figures import log_final_hparams
 from transferlab.classifier.module import count_parameters
 from transferlab.distributed import launch, ranks
 from transferlab.errors import TransferlabError
 from transferlab.models.weights import read_checkpoint
 from transferlab.run import build
+from transferlab.run.checks import check_config
+from transferlab.run.decide import decide, decided_config, recipe_changes
 from transferlab.run.lr_finder import find_learning_rate
 
 log = logging.getLogger(__name__)
 
 
-def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """The config an interrupted run was started with, and its last checkpoint."""
+@dataclass(frozen=True)
+class Job:
+    """What Hydra's runtime says of this job: read once, at the entry point."""
+
+    output_dir: Path
+    overrides: list[str] = field(default_factory=list)  # the command line's task overrides
+    choices: dict[str, str | None] = field(default_factory=dict)  # config group → option (data=digits)
+    number: int = 0  # the job's number in a sweep
+
+    @classmethod
+    def from_hydra(cls) -> Job:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra = HydraConfig.get()
+        return cls(
+            Path(hydra.runtime.output_dir),
+            list(hydra.overrides.task),
+            dict(hydra.runtime.choices),
+            hydra.job.num,
+        )
+
+
+def resumed_config(cfg: DictConfig, job: Job) -> tuple[DictConfig, Path]:
+    """The config an interrupted run was started with (auto's choice included), and its last checkpoint."""
     run_dir = Path(cfg.resume)
     saved, last = run_dir / ".hydra" / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
     if not saved.is_file() or not last.is_file():
         raise TransferlabError(
             f"resume={run_dir}: expected a run directory with {saved.relative_to(run_dir)} and {last.relative_to(run_dir)}"
         )
-    others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    others = [o for o in job.overrides if not o.startswith("resume=")]
     if others:
         raise TransferlabError(f"resume continues a run with its saved config; drop the other overrides {others}")
     read_checkpoint(last, "resume")  # cut short or carrying code: one error now, not a traceback in fit
@@ -49,9 +79,8 @@ def job_devices(job_number: int, gpu_count: int | None = None) -> list[int]:
     return [job_number % count]
 
 
-def hyperparameters(cfg: DictConfig, strategy: str) -> dict:
+def hyperparameters(cfg: DictConfig, strategy: str, choices: dict) -> dict:
     """Flat primitives for TensorBoard's hparams tab."""
-    choices = HydraConfig.get().runtime.choices
     flat = {
         "model": cfg.model.name,
         "data": choices.get("data"),
@@ -67,69 +96,74 @@ def hyperparameters(cfg: DictConfig, strategy: str) -> dict:
     return flat
 
 
-def train(cfg: DictConfig) -> dict:
+def pre_fit_device(cfg: DictConfig, job_number: int = 0) -> torch.device:
+    """The device training will use, for the passes before fit (auto's probe, the feature cache)."""
+    if not torch.cuda.is_available() or cfg.trainer.get("accelerator") not in ("auto", "gpu", "cuda"):
+        return torch.device("cpu")
+    if cfg.get("gpu_per_job"):
+        return torch.device("cuda", job_devices(job_number)[0])
+    rank = ranks.local_rank()  # under DDP: this rank's GPU (LOCAL_RANK, or SLURM_LOCALID under Slurm)
+    devices = cfg.trainer.get("devices")
+    return torch.device("cuda", int(devices[rank]) if OmegaConf.is_list(devices) else rank)  # trainer.devices=[2,3]
+
+
+def train(cfg: DictConfig, job: Job | None = None) -> dict:
     """One run; a run that fails still leaves a metrics.json saying so (the sweep report lists it)."""
-    console.quiet_upstream()  # again here: a launcher's job process (joblib, submitit) may not run train.py's module code
+    job = job or Job.from_hydra()
     checkpoint_to_resume = None
-    if cfg.get("resume"):
-        cfg, checkpoint_to_resume = resumed_config(cfg)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
     # Not a rank started by Lightning's launcher (LOCAL_RANK), torchrun or Slurm: this process
     # starts (and must clean up after) any DDP run of its own.
     launching_process = not ranks.started_externally()
     try:
-        return fit_and_test(cfg, output_dir, checkpoint_to_resume)
+        if cfg.get("resume"):
+            cfg, checkpoint_to_resume = resumed_config(cfg, job)
+        return fit_and_test(cfg, job, checkpoint_to_resume)
     except Exception as error:
         if not ranks.is_global_zero():
             raise  # under DDP, rank 0 reports
-        choices = HydraConfig.get().runtime.choices
         failed = {
             "status": "failed",
             "error": f"{type(error).__name__}: {error}",
             "model": cfg.model.get("name"),
-            "data": choices.get("data"),
-            "strategy": choices.get("strategy"),
+            "data": job.choices.get("data"),
+            "strategy": job.choices.get("strategy"),
             "seed": cfg.seed,
         }
-        (output_dir / "metrics.json").write_text(json.dumps(failed, indent=2) + "\n")
+        write_json(job.output_dir / "metrics.json", failed)
         raise
     finally:
         if launching_process:
             launch.tear_down()
 
 
-def pre_fit_device(cfg: DictConfig) -> torch.device:
-    """The device training will use, for the passes before fit (auto's probe, the feature cache)."""
-    if not torch.cuda.is_available() or cfg.trainer.get("accelerator") not in ("auto", "gpu", "cuda"):
-        return torch.device("cpu")
-    if cfg.get("gpu_per_job"):
-        return torch.device("cuda", job_devices(HydraConfig.get().job.num)[0])
-    rank = ranks.local_rank()  # under DDP: this rank's GPU (LOCAL_RANK, or SLURM_LOCALID under Slurm)
-    devices = cfg.trainer.get("devices")
-    return torch.device("cuda", int(devices[rank]) if OmegaConf.is_list(devices) else rank)  # trainer.devices=[2,3]
-
-
-def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path | None) -> dict:
+def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -> dict:
+    started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
+    check_config(cfg)
+    device = pre_fit_device(cfg, job.number)  # the passes before fit run where training will
     L.seed_everything(cfg.seed, workers=True)
+    decision = decide(cfg, device)
+    if decision is not None:
+        decided = decided_config(cfg, decision, job.overrides)
+        log.info(
+            "strategy=auto chose %s and trains with its recipe: %s",
+            decision.strategy,
+            recipe_changes(cfg, decided) or "unchanged",
+        )
+        cfg = decided
+        saved = job.output_dir / ".hydra" / "config.yaml"
+        if saved.is_file() and ranks.is_global_zero():  # so that resume=<run dir> continues with the choice
+            save_config(decided_config(OmegaConf.load(saved), decision, job.overrides), saved)
+        L.seed_everything(cfg.seed, workers=True)  # the run draws what strategy=<choice> alone would
     run = build.experiment(cfg)
     policy, datamodule, module = run.policy, run.datamodule, run.module
-
-    started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
-    module.to(pre_fit_device(cfg))  # the passes before fit run where training will
-    policy.prepare(module, datamodule)  # strategy=auto decides here, so that head_only gets the cache
-    if policy.decides_from_data and checkpoint_to_resume is None:  # a resumed run's saved config has it already
-        recipe = build.adopt_recipe(cfg, module, policy.chosen.name)
-        log.info("strategy=auto chose %s and trains with its recipe: %s", policy.chosen.name, recipe or "unchanged")
-        saved = output_dir / ".hydra" / "config.yaml"
-        if recipe and saved.is_file() and ranks.is_global_zero():  # so that resume=<run dir> continues with it
-            build.save_recipe(cfg, saved)
+    module.to(device)
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.
         module.backbone.compile(backend=cfg.compile.backend, mode=cfg.compile.mode, dynamic=False)
     feature_switch = build.feature_cache(cfg).attach(
         module, datamodule, policy.frozen_backbone_epochs, checkpoint_to_resume
     )
-    placement = {"devices": job_devices(HydraConfig.get().job.num)} if cfg.get("gpu_per_job") else {}
+    placement = {"devices": job_devices(job.number)} if cfg.get("gpu_per_job") else {}
     trainer = build.trainer(cfg, build.callbacks(cfg, policy, *feature_switch), build.loggers(cfg), **placement)
     tuned = {}
     if cfg.get("tune") and cfg.tune.lr_find and checkpoint_to_resume is None:  # a resumed run keeps its rate
@@ -147,6 +181,8 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
 
+    decision = OmegaConf.to_container(cfg.auto) if cfg.get("auto") else {}
+    strategy = "auto" if decision else policy.name
     metrics = {
         "test/acc": test_metrics["test/acc"],
         "test/loss": test_metrics["test/loss"],
@@ -156,23 +192,38 @@ def fit_and_test(cfg: DictConfig, output_dir: Path, checkpoint_to_resume: Path |
         "time/fit_s": round(fit_seconds, 2),
         "epochs": trainer.current_epoch,
         "model": cfg.model.name,
-        "data": HydraConfig.get().runtime.choices.get("data"),
-        "strategy": policy.name,
+        "data": job.choices.get("data"),
+        "strategy": strategy,
         "seed": cfg.seed,
         "best_checkpoint": best,
         "feature_cache": datamodule.cached_features is not None,
         "status": "completed",
         **datamodule.split_sizes(),
         **in_sync,
-        **policy.report(),
+        **decision,
         **tuned,
         **{k: v for k, v in test_metrics.items() if k.count("/") == 2},  # per class: test/f1/<class>
     }
     if trainer.is_global_zero:
         log_final_hparams(
-            trainer.loggers, hyperparameters(cfg, policy.name), {k: metrics[k] for k in ("test/acc", "val/acc_best")}
+            trainer.loggers,
+            hyperparameters(cfg, strategy, job.choices),
+            {k: metrics[k] for k in ("test/acc", "val/acc_best")},
         )
-        # Strict JSON: a value that is not a finite number would make the file unreadable to JSON parsers.
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], output_dir)
+        write_json(job.output_dir / "metrics.json", metrics)
+    log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], job.output_dir)
     return metrics
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Strict JSON (a value that is not a finite number would make it unreadable), written atomically."""
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(content, indent=2, allow_nan=False) + "\n")
+    partial.replace(path)
+
+
+def save_config(cfg: DictConfig, saved: Path) -> None:
+    """The run's config in place of Hydra's copy (atomic: a resume never reads half a file)."""
+    partial = saved.with_name(saved.name + ".part")
+    OmegaConf.save(cfg, partial)
+    partial.replace(saved)

@@ -122,13 +122,11 @@ def reference_note(backbones: list[dict]) -> list[str]:
 
 def plot(ranked: list[Screened], path: Path) -> None:
     """Probe against cost: GFLOPs per image (any machine) and seconds per 1,000 images (this one)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: drawn to a PNG, never shown (no backend chosen)
     from matplotlib.ticker import NullFormatter
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    figure = Figure(figsize=(11, 4.5))
+    axes = figure.subplots(1, 2, sharey=True)
     costs = (
         ("GFLOPs per image", lambda s: s.gflops),
         ("seconds per 1,000 images (frozen pass)", lambda s: 1000 / s.images_per_s),
@@ -159,4 +157,3 @@ def plot(ranked: list[Screened], path: Path) -> None:
     figure.suptitle("Backbone screen: probe against cost (grey ×: random weights)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)

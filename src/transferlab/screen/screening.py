@@ -52,6 +52,7 @@ from transferlab.run.checks import Rule, check_config
 from transferlab.run.pipeline import pre_fit_device
 from transferlab.screen.measure import measure, warm
 from transferlab.screen.report import Entry, Screened, markdown, plot
+from transferlab.strategies.auto import decision_table
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +166,19 @@ def progress_bar() -> Iterator[Progress]:
 
 def rank(screened: list[Screened], thresholds: DictConfig, images_per_class: float) -> list[Screened]:
     """Pretrained backbones by probe (cheaper first on a tie), then the random references; each
-    pretrained one with the decision table's strategy (freeze.Auto.decide's rule)."""
+    pretrained one with the strategy the decision table gives (strategy=auto's own rule)."""
     order = sorted(screened, key=lambda s: (s.weights != "pretrained", -s.probe, s.gflops or float("inf"), s.model))
     for position, s in enumerate(order, start=1):
         s.rank = position
         if s.weights != "pretrained":
             continue
-        many, similar = images_per_class >= thresholds.many_per_class, s.probe >= thresholds.similar
-        if many:
-            s.suggested, s.suggested_detail = "full_finetune", f"backbone lr × {0.1 if similar else 1.0}"
-        elif similar:
-            s.suggested = "head_only"
-        else:
-            s.suggested, s.suggested_detail = "top_blocks", f"n={thresholds.top_n}"
+        s.suggested, options = decision_table(
+            images_per_class, s.probe, thresholds.many_per_class, thresholds.similar, thresholds.top_n, thresholds.top_n
+        )
+        if s.suggested == "full_finetune":
+            s.suggested_detail = f"backbone lr × {options['backbone_lr_scale']}"
+        elif s.suggested == "top_blocks":
+            s.suggested_detail = f"n={options['n']}"
     return order
 
 

@@ -1,90 +1,92 @@
-"""strategy=auto: the notes' decision table (data size × similarity to the pretraining) as a strategy."""
+"""strategy=auto: the notes' decision table (data size × similarity to the pretraining) chooses a strategy.
+
+It decides before the run's model is built (run/decide.py): it measures (a) labelled training images
+per class and (b) how close the data is to the backbone's pretraining, the chance-corrected accuracy of
+a linear probe on one frozen forward pass (probe.py), then:
+
+    |                           | similar (b ≥ similar)             | different               |
+    |---------------------------|-----------------------------------|-------------------------|
+    | few images                | head_only                         | top_blocks (n = top_n)  |
+    | many (a ≥ many_per_class) | full_finetune (backbone lr × 0.1) | full_finetune (same lr) |
+
+`decision_table` is that table, the one rule that both this strategy and the backbone screen apply.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-import lightning as L
 import numpy as np
 import torch
-from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Subset
 
 from transferlab.caches.features import frozen_features
-from transferlab.distributed import ranks
 from transferlab.errors import TransferlabError
-from transferlab.strategies.base import FreezePolicy
-from transferlab.strategies.policies import FullFinetune, HeadOnly, TopBlocks
 from transferlab.strategies.probe import linear_probe_score, probe_sample
 
 log = logging.getLogger(__name__)
 
 
-class Auto(FreezePolicy):
-    """The notes' decision table as a strategy. It measures (a) labelled training images per
-    class and (b) how close the data is to the backbone's pretraining: the chance-corrected
-    accuracy of a linear probe on one frozen forward pass (`transferability.py`), then:
+def decision_table(
+    images_per_class: float, similarity: float, many_per_class: float, similar: float, top_n: int, blocks: int
+) -> tuple[str, dict[str, float | int | bool]]:
+    """The strategy the notes' table gives, and the options it trains with (conf/strategy/<name>.yaml's keys)."""
+    if images_per_class >= many_per_class:
+        return "full_finetune", {"backbone_lr_scale": 0.1 if similarity >= similar else 1.0}
+    if similarity >= similar:
+        return "head_only", {}
+    return "top_blocks", {"n": min(top_n, blocks), "reinit": False, "backbone_lr_scale": 1.0}
 
-    |              | similar (b ≥ similar)  | different                 |
-    |--------------|------------------------|---------------------------|
-    | few images   | head_only              | top_blocks (n = top_n)    |
-    | many (a ≥ many_per_class) | full_finetune (backbone lr × 0.1) | full_finetune (same lr) |
-    """
 
+@dataclass(frozen=True)
+class Decision:
+    strategy: str  # the strategy= the run trains with
+    options: dict  # its options, over the strategy's config
+    report: dict = field(default_factory=dict)  # what was measured, for metrics.json (auto/…)
+
+
+@dataclass(frozen=True)
+class Auto:
+    """The thresholds of the decision table and the probe's sample size (conf/strategy/auto.yaml)."""
+
+    many_per_class: int = 100
+    similar: float = 0.7
+    top_n: int = 2
+    max_images: int = 2000
     name = "auto"
-    decides_from_data = True
 
-    def __init__(self, many_per_class: int = 100, similar: float = 0.7, top_n: int = 2, max_images: int = 2000) -> None:
-        super().__init__()
-        if max_images < 1:
+    def __post_init__(self) -> None:
+        if self.max_images < 1:
             raise TransferlabError(
-                f"strategy.max_images={max_images}: choose how many training images the linear probe may use (default 2000)"
+                f"strategy.max_images={self.max_images}: choose how many training images the linear probe may use (default 2000)"
             )
-        self.many_per_class, self.similar, self.top_n, self.max_images = many_per_class, similar, top_n, max_images
-        self.chosen: FreezePolicy | None = None
-        self.decision: dict[str, float | str] = {}
 
-    @property
-    def frozen_backbone_epochs(self) -> int | None:
-        # Known once decided: run.train decides before the feature cache, so head_only uses it.
-        return self.chosen.frozen_backbone_epochs if self.chosen is not None else 0
-
-    def prepare(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
-        if self.chosen is None:
-            self.decide(pl_module, datamodule)
-
-    def report(self) -> dict[str, float | str]:
-        return self.decision
-
-    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        if self.chosen is None:  # decided once; testing re-runs this setup
-            self.decide(pl_module, pl_module.trainer.datamodule)
-        ranks.check_same_on_every_rank("strategy=auto's choice", self.chosen.name)
-        self.chosen.freeze_before_training(pl_module)
-        self.inference_mode = self.chosen.inference_mode
-
-    def decide(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+    def decide(
+        self,
+        features: Callable[[torch.Tensor], torch.Tensor],
+        datamodule,
+        blocks: int,
+        device: torch.device | str = "cpu",
+    ) -> Decision:
+        """Probe `datamodule`'s training split through `features` (a frozen backbone in eval mode) and
+        apply the table; `blocks` bounds top_blocks' n."""
         labels = datamodule.splits["train"].labels
         per_class = len(labels) / datamodule.num_classes
         check_probe_classes(labels, datamodule.class_names)
-        features, probe_labels = self.probe_features(pl_module, datamodule)
-        similarity = linear_probe_score(features.numpy(), probe_labels.numpy(), seed=datamodule.seed)
-        many, similar = per_class >= self.many_per_class, similarity >= self.similar
-        if many:
-            self.chosen = FullFinetune(backbone_lr_scale=0.1 if similar else 1.0)
-        elif similar:
-            self.chosen = HeadOnly()
-        else:
-            self.chosen = TopBlocks(n=min(self.top_n, len(pl_module.backbone.blocks)))
+        probe_features, probe_labels = self.probe_features(features, datamodule, device)
+        similarity = linear_probe_score(probe_features.numpy(), probe_labels.numpy(), seed=datamodule.seed)
+        strategy, options = decision_table(per_class, similarity, self.many_per_class, self.similar, self.top_n, blocks)
         counts = np.bincount(probe_labels.numpy(), minlength=datamodule.num_classes)
-        self.decision = {
+        report = {
             "auto/images_per_class": round(per_class, 1),
             "auto/probe_images": int(counts.sum()),
             "auto/probe_min_per_class": int(counts.min()),
             "auto/similarity": round(similarity, 4),
             "auto/many_per_class": self.many_per_class,
             "auto/similar": self.similar,
-            "auto/choice": self.chosen.name,
+            "auto/choice": strategy,
         }
         log.info(
             "strategy=auto: linear probe on %d of %d training images (seed %d; per class: %s)",
@@ -96,17 +98,16 @@ class Auto(FreezePolicy):
         log.info(
             "strategy=auto: %.1f images per class (%s ≥ %d), similarity %.3f (%s ≥ %.2f) → %s",
             per_class,
-            "many" if many else "few",
+            "many" if per_class >= self.many_per_class else "few",
             self.many_per_class,
             similarity,
-            "similar" if similar else "different",
+            "similar" if similarity >= self.similar else "different",
             self.similar,
-            self.chosen.name,
+            strategy,
         )
+        return Decision(strategy, options, report)
 
-    def probe_features(
-        self, pl_module: L.LightningModule, datamodule: L.LightningDataModule
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def probe_features(self, features, datamodule, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen features of a seeded, stratified sample of the training split (its evaluation
         transform), chosen by index: a split stored class by class has every class in it."""
         indices = probe_sample(datamodule.splits["train"].labels, self.max_images, datamodule.seed)
@@ -117,11 +118,7 @@ class Auto(FreezePolicy):
             num_workers=datamodule.num_workers,
             pin_memory=datamodule.pin_memory,
         )
-        pl_module.backbone.eval()
-        return frozen_features(pl_module.features, loader, device=pl_module.device)
-
-    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        self.chosen.finetune_function(pl_module, epoch, optimizer)
+        return frozen_features(features, loader, device=device)
 
 
 def check_probe_classes(labels: list[int], class_names: list[str]) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from transferlab import internals
+from transferlab.classifier.module import block_param_groups
 from transferlab.distributed import ranks
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ class FreezePolicy(BaseFinetuning):
     trains_backbone: bool = True
     # Whether pretrained layers stay frozen for some epochs (a warning when they are random instead).
     freezes_backbone: bool = True
-    # Whether the policy looks at the data before training to choose what to freeze (strategy=auto).
-    decides_from_data: bool = False
     # Whether the policy sets the learning rates itself at every step (then no scheduler= may be set).
     owns_schedule: bool = False
 
@@ -81,18 +80,20 @@ class FreezePolicy(BaseFinetuning):
         its features can be computed once for those epochs (feature_cache.py)."""
         return None if not self.trains_backbone else 0
 
-    def prepare(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
-        """Called by `run.train` before training (and before the feature cache): a policy that
-        looks at the data first (auto) decides here. Nothing to do by default."""
-
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         """No phase change by default."""
 
-    def report(self) -> dict[str, float | str]:
-        """What the policy measured or decided, for metrics.json (auto/…); nothing by default."""
-        return {}
+    def lr_scales(self, blocks: int) -> list[float]:
+        """Each backbone block's learning rate as a share of the head's, stem first (all 1 by default)."""
+        return [1.0] * blocks
+
+    def param_groups(self, module: nn.Module, base_lr: float) -> list[dict]:
+        """The optimizer's parameter groups when training starts (what the classifier builds its optimizer
+        from, as timm's `param_groups_layer_decay`): the trainable parameters only, one group per block."""
+        return block_param_groups(module, base_lr, self.lr_scales(len(module.backbone.blocks)))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        ranks.check_same_on_every_rank("strategy", self.name)  # every rank trains the same way (auto decides per rank)
         super().setup(trainer, pl_module, stage)  # freeze_before_training
         if "backbone" in self.inference_mode and getattr(pl_module, "aux_head", None) is not None:
             set_trainable([pl_module.aux_head], False)  # Inception gives no auxiliary logits in eval mode

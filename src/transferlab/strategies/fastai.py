@@ -11,6 +11,9 @@ other way, 0.95 → 0.85 → 0.95. After unfreezing, the rates spread geometrica
 The schedule is a function of (epoch, batch) alone, set before every training batch, so a
 resumed run continues it exactly; no `scheduler=` is used (the recipe sets scheduler=none).
 
+Our own rather than torch's OneCycleLR: that runs one cycle over a fixed set of groups, while
+fine_tune runs two, the second over the groups that join at the unfreezing.
+
 One difference from fastai, on purpose: while frozen, the body's BatchNorm stays in inference
 mode with its pretrained statistics (as every transferlab policy), where fastai trains it.
 """
@@ -77,8 +80,6 @@ class FastaiFineTune(FreezePolicy):
         for index, block in enumerate(blocks):
             spread = index / max(len(blocks) - 1, 1)  # 0 at the stem, 1 at the top block
             self.add_param_group(pl_module, optimizer, [block], peak / self.lr_mult ** (1 - spread))
-        for group in optimizer.param_groups:
-            group.setdefault("peak_share", group["lr"] / peak)  # the new groups' share of the phase's peak
         self.inference_mode = []  # everything trains, BatchNorm statistics included (as fastai's unfreeze)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
@@ -94,6 +95,9 @@ class FastaiFineTune(FreezePolicy):
         factor, beta1 = one_cycle(progress, pct_start, div, self.div_final)
         peak = pl_module.hparams.optimizer["lr"] / (1 if frozen else 2)
         for group in trainer.optimizers[0].param_groups:
-            group["lr"] = peak * group.setdefault("peak_share", 1.0) * factor  # the head: the peak itself
+            # A block's share of the phase's peak is the rate it joined at (add_param_group keeps it as
+            # initial_lr, and a resumed optimizer restores it); the head, there from the start, has the peak.
+            share = group["initial_lr"] / peak if "initial_lr" in group else 1.0
+            group["lr"] = peak * share * factor
             if "betas" in group:
                 group["betas"] = (beta1, group["betas"][1])

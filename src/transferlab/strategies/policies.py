@@ -34,7 +34,9 @@ class FullFinetune(FreezePolicy):
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], True)
-        pl_module.block_lr_scales = [self.backbone_lr_scale] * len(pl_module.backbone.blocks)
+
+    def lr_scales(self, blocks: int) -> list[float]:
+        return [self.backbone_lr_scale] * blocks
 
 
 class TopBlocks(FreezePolicy):
@@ -61,7 +63,9 @@ class TopBlocks(FreezePolicy):
         if self.reinit:
             reinitialise(top)
         self.inference_mode = block_paths(pl_module, slice(None, -self.n))
-        pl_module.block_lr_scales = [self.backbone_lr_scale] * len(blocks)
+
+    def lr_scales(self, blocks: int) -> list[float]:
+        return [self.backbone_lr_scale] * blocks
 
 
 class TwoPhase(FreezePolicy):
@@ -115,8 +119,9 @@ class Discriminative(FreezePolicy):
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], True)
-        count = len(pl_module.backbone.blocks)
-        pl_module.block_lr_scales = [self.decay ** (count - index) for index in range(count)]
+
+    def lr_scales(self, blocks: int) -> list[float]:
+        return [self.decay ** (blocks - index) for index in range(blocks)]
 
 
 class Gradual(FreezePolicy):
