@@ -1,8 +1,12 @@
-"""Architectures built here, from scratch, as the source notes build them."""
+"""Architectures built here, from scratch, as the source notes build them, and their backbone builders."""
 
 from __future__ import annotations
 
 from torch import nn
+
+from transferlab.errors import TransferlabError
+from transferlab.models.backbone import Backbone
+from transferlab.models.data_config import DataConfig
 
 
 def conv_stage(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -96,3 +100,62 @@ class CustomResNet(nn.Module):
 
     def forward(self, x):
         return self.pool(self.stages(self.stem(x)))
+
+
+# Builders: the networks above as backbones (random weights only).
+
+
+def _halvings(model: nn.Module) -> int:
+    """The smallest input of a net built here: each 2×2 max-pool halves the side (global pooling ends them)."""
+    return 2 ** sum(isinstance(layer, nn.MaxPool2d) and layer.kernel_size == 2 for layer in model.modules())
+
+
+def build_small_cnn(name: str, pretrained: bool, weights_name: str | None) -> Backbone:
+    if pretrained:
+        raise TransferlabError("small_cnn has no pretrained weights: use model.pretrained=false (its config default)")
+    model = SmallCNN()
+    return Backbone(
+        name,
+        model,
+        model.num_features,
+        list(model.stages),
+        DataConfig(input_size=128, crop_pct=1.0),
+        min_input_size=_halvings(model),
+    )
+
+
+def build_vgg_custom(
+    name: str, pretrained: bool, weights_name: str | None, cfg: list | None = None, batch_norm: bool = True
+) -> Backbone:
+    if pretrained:
+        raise TransferlabError(
+            "vgg_custom is built from a cfg list and has no pretrained weights: model.pretrained=false"
+        )
+    model = CustomVGG(list(cfg or [64, "M", 128, "M", 256, 256, "M", 512, 512, "M"]), batch_norm)
+    return Backbone(
+        name,
+        model,
+        model.num_features,
+        list(model.units),
+        DataConfig(input_size=128, crop_pct=1.0),
+        min_input_size=_halvings(model),
+    )
+
+
+def build_resnet_custom(
+    name: str, pretrained: bool, weights_name: str | None, layers: list[int] | None = None
+) -> Backbone:
+    if pretrained:
+        raise TransferlabError(
+            "resnet_custom is built from block counts and has no pretrained weights: model.pretrained=false"
+        )
+    model = CustomResNet(list(layers or [2, 2, 2]))
+    blocks = [model.stem, *model.stages]
+    return Backbone(
+        name,
+        model,
+        model.num_features,
+        blocks,
+        DataConfig(input_size=128, crop_pct=1.0),
+        min_input_size=_halvings(model),
+    )
