@@ -18,7 +18,7 @@ import torch
 
 from transferlab.models.backbones import create_backbone
 
-# Measured on an idle 2-core CPU (README, Speed): efficientnet_lite0 at 96 px, NCHW and channels_last.
+# Measured on an idle 2-core CPU (benchmarks/README.md): efficientnet_lite0 at 96 px, NCHW and channels_last.
 LITE0_96PX_IMG_PER_S = {"nchw": 234, "channels_last": 346}
 
 

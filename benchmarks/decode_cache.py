@@ -59,7 +59,7 @@ def make_photos(root: Path, count: int, seed: int = 0, width: int = 500, height:
         image.save(root / ("even" if i % 2 == 0 else "odd") / f"{i:05d}.jpg", quality=90)
 
 
-# Milliseconds per image on an idle 2-core CPU with 1 worker (README, Speed; photo writing measured apart).
+# Milliseconds per image on an idle 2-core CPU with 1 worker (benchmarks/README.md; photo writing measured apart).
 MS_PER_IMAGE = {"write": 4.2, "imagefolder_epoch": 8.75, "decode_pass": 3.95, "decode_cache_epoch": 2.7}
 
 

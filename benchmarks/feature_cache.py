@@ -35,7 +35,7 @@ from transferlab.data import ImageFolderDataModule
 from transferlab.models.backbones import create_backbone
 from transferlab.strategies.policies import HeadOnly
 
-# Seconds for 1,000 images at 224 px on an idle 2-core CPU (README, Speed): one frozen pass (the floor),
+# Seconds for 1,000 images at 224 px on an idle 2-core CPU (benchmarks/README.md): one frozen pass (the floor),
 # an uncached epoch, the cached run.
 SECONDS_PER_1000_AT_224 = {"floor": 18.6, "uncached_epoch": 18.1, "cached": 23.8}
 

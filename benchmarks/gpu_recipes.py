@@ -50,7 +50,7 @@ PRESETS = {
     "cuda": {"model": "resnet50", "size": 224, "batch_size": 256, "warmup": 10, "steps": 50},
     "cpu": {"model": "resnet18", "size": 112, "batch_size": 32, "warmup": 2, "steps": 15},
 }
-# Measured with the CPU preset on an idle 2-core CPU (README, Speed): about 27 img/s over all rows.
+# Measured with the CPU preset on an idle 2-core CPU (benchmarks/README.md): about 27 img/s over all rows.
 CPU_RESNET18_112PX_IMG_PER_S = 27
 
 SWITCHES = {  # name: (precision, channels_last, tf32, compile)

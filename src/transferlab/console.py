@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # The module regex matches from the start of the module name, so "lightning\.pytorch" is the package.
 _WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     # Frozen backbones are in eval mode on purpose (frozen BatchNorm keeps its pretrained
-    # statistics; src/transferlab/freeze.py), so "N modules in eval mode at the start of training"
+    # statistics; src/transferlab/strategies/base.py), so "N modules in eval mode at the start of training"
     # is true of every strategy that freezes, and intended. Matched in Lightning's code only.
     (r"Found \d+ module\(s\) in eval mode at the start of training", UserWarning, r"lightning\.pytorch"),
     # Lightning's own pytree helper (lightning/pytorch/utilities/_pytree.py) uses torch's LeafSpec,

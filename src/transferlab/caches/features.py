@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class FeatureBatch(NamedTuple):
-    """Pooled features a frozen backbone already computed (feature_cache.py) and their labels: the
+    """Pooled features a frozen backbone already computed (this cache) and their labels: the
     classifier's second kind of input, which goes straight to the head. Image batches are plain
     (images, labels) pairs. A NamedTuple survives the loader's collation and Lightning's device
     transfer as this type, so the step can tell the two apart by type, not by shape."""

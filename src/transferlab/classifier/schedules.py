@@ -6,11 +6,11 @@ rises linearly to its peak over `warmup_epochs` worth of steps, then falls along
 `min_lr_ratio` × the peak at the end of trainer.max_epochs (timm's and Hugging Face's usual
 fine-tuning schedule). A fresh head on a pretrained backbone sends large gradients into it in its
 first steps; the warm-up keeps those steps small (whether that buys a larger peak rate depends on
-the data: see the README's recipe study).
+the data: see docs/recipes.md).
 
 The factor is a function of the step count alone (`last_epoch`, restored from a checkpoint), so a
 resumed run continues the schedule exactly. Groups that join later (gradual, two_phase) append
-their rate to `base_lrs` and join at the current factor (freeze.py's add_param_group).
+their rate to `base_lrs` and join at the current factor (strategies/base.py's add_param_group).
 """
 
 from __future__ import annotations

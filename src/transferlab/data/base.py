@@ -136,7 +136,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if data_config is None:
-            raise TransferlabError("a datamodule needs the backbone's data_config (run.train passes it)")
+            raise TransferlabError("a datamodule needs the backbone's data_config (run/build.py passes it)")
         # The dataset may ask for a smaller input than the weights' (e.g. 8×8 digits need no 224 px).
         self.data_config = data_config.replace(input_size=image_size, crop_pct=crop_pct)
         self.batch_size = batch_size

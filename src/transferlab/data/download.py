@@ -5,7 +5,7 @@ with an HTTP Range request after a cut connection), are checked against the
 published checksum, and only then renamed to `<file>`; archives are extracted
 into a temporary directory that is renamed into place when complete. A later
 run trusts only what carries the final name. Jobs that want the same file or
-folder at once take its lock (shared_files.py): one downloads or extracts, the
+folder at once take its lock (files.py): one downloads or extracts, the
 others wait and use its result.
 """
 

@@ -32,7 +32,7 @@ class Backbone(nn.Module):
         # Inception v3 with its auxiliary classifier: in train mode `features` returns
         # (pooled features, auxiliary features of this size).
         self.aux_features = aux_features
-        self.aux_weight = aux_weight  # what the auxiliary loss counts for in training (classifier.py)
+        self.aux_weight = aux_weight  # what the auxiliary loss counts for in training (classifier/module.py)
         # The smallest input side its layers accept (torchvision's weights meta "min_size"), and why.
         self.min_input_size, self.min_input_reason = min_input_size, min_input_reason
         # Blocks are kept as module paths inside `features` and resolved on every access: a

@@ -3,8 +3,8 @@
     config ─ checks.check_config ─► policy ─► model_spec ─► backbone ─► datamodule ─► classifier
                                                                     └► feature cache, callbacks, loggers, trainer
 
-Like lightning-hydra-template's single instantiation point: `run.train`, `src/describe.py`,
-`src/cache.py` and the tests all build through these functions, so what describe reports is
+Like lightning-hydra-template's single instantiation point: `run.pipeline.train`, `run.decide`,
+`src/describe.py`, `src/cache.py`, the screen and the tests all build through these functions, so what describe reports is
 what training trains. Every function takes the composed config (`cfg`, as `src/train.py` gets it).
 """
 
@@ -59,7 +59,7 @@ def compose(overrides: list[str], config_name: str = "train", return_hydra_confi
 
 def run_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config of a run writing to `output_dir`, with Hydra's runtime set as `src/train.py` has it:
-    for benchmarks and tests that train in this process (`run.train(run_config(...))`)."""
+    for benchmarks and tests that train in this process (`pipeline.train(run_config(...))`)."""
     cfg = compose(overrides, return_hydra_config=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):

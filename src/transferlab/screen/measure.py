@@ -184,7 +184,7 @@ def gflops(module, size: int) -> float | None:
 
 
 def warm(e: Entry, cfg: DictConfig, bar: Progress) -> None:
-    """The features a head_only run of this backbone reads (run.fit_and_test's FeatureCache.attach call)."""
+    """The features a head_only run of this backbone reads (run/pipeline.py's FeatureCache.attach call)."""
     cache = build.feature_cache(cfg)
     if not cache.enabled or cache.directory is None:
         log.info("warm_cache: the feature cache is off or in memory only (feature_cache.dir): nothing to warm")

@@ -77,7 +77,7 @@ class FreezePolicy(BaseFinetuning):
     @property
     def frozen_backbone_epochs(self) -> int | None:
         """How many epochs the whole backbone stays frozen from the start (None: the whole run):
-        its features can be computed once for those epochs (feature_cache.py)."""
+        its features can be computed once for those epochs (caches/features.py)."""
         return None if not self.trains_backbone else 0
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
