@@ -50,7 +50,7 @@ class Job:
             Path(hydra.runtime.output_dir),
             list(hydra.overrides.task),
             dict(hydra.runtime.choices),
-            hydra.job.num,
+            OmegaConf.select(hydra, "job.num", default=0),  # a single run has no number (missing: ???)
         )
 
 
