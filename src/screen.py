@@ -8,8 +8,6 @@ screen.md, screen.json and screen.png and prints the train.py sweep to run next
 (src/transferlab/screen/screening.py).
 """
 
-import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -17,23 +15,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from transferlab import console
-from transferlab.errors import TransferlabError
+from transferlab.errors import one_line_errors, run_app
 from transferlab.run import resolvers
 from transferlab.screen.screening import screen
 
-log = logging.getLogger("transferlab")
-
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="screen")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        screen(cfg, Path(cfg.paths.output_dir), list(HydraConfig.get().overrides.task))
-    except TransferlabError as error:
-        log.error("%s", error)
-        sys.exit(1)
+    screen(cfg, Path(cfg.paths.output_dir), list(HydraConfig.get().overrides.task))
 
 
 if __name__ == "__main__":
     console.quiet_upstream()
     resolvers.register()
-    main()
+    run_app(main)

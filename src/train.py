@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from transferlab import console
 from transferlab.distributed import launch
-from transferlab.errors import TransferlabError
+from transferlab.errors import TransferlabError, run_app
 from transferlab.run import resolvers
 from transferlab.run.pipeline import Job, train
 
@@ -46,4 +46,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     prepare_process()
-    main()
+    run_app(main)

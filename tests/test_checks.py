@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from transferlab.errors import TransferlabError
+from transferlab.review.report import report
 from transferlab.run import build
+from transferlab.run.describe import describe
 
 from conftest import ROOT, TINY, compose_config
 
-sys.path.insert(0, str(ROOT / "src"))
-import describe  # noqa: E402
+
+def described(overrides: list[str]) -> str:
+    """What src/describe.py prints for these overrides (its config's defaults are train.py's)."""
+    return describe(build.compose(overrides, config_name="describe"))
+
 
 BAD_VALUES = [
     (["optimizer.lr=-1"], "optimizer.lr=-1: expected a number > 0"),
@@ -48,12 +54,12 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("overrides", "message"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
 def test_a_bad_value_is_one_line_naming_the_key_the_value_and_what_is_allowed(overrides, message):
     with pytest.raises(TransferlabError) as raised:
-        describe.describe(["model.pretrained=false", *overrides])
+        described(["model.pretrained=false", *overrides])
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
 
 
 def trainable_line(overrides: list[str]) -> str:
-    return describe.describe(["model=inception_v3", "model.pretrained=false", *overrides]).splitlines()[-1]
+    return described(["model=inception_v3", "model.pretrained=false", *overrides]).splitlines()[-1]
 
 
 def test_describe_counts_the_parameters_training_trains():
@@ -79,7 +85,7 @@ def test_describe_and_training_build_the_same_trainable_parameters(colour_folder
     run = build.experiment(cfg)
     run.policy.freeze_before_training(run.module)
     trained = sum(p.numel() for p in run.module.backbone.parameters() if p.requires_grad)
-    shown = describe.describe(["model=resnet18", "model.pretrained=false", "strategy=top_blocks"])
+    shown = described(["model=resnet18", "model.pretrained=false", "strategy=top_blocks"])
     blocks = [line.split() for line in shown.splitlines() if line[:1].isdigit()]
     assert sum(int(row[-1].replace(",", "")) for row in blocks) == trained > 0
 
@@ -120,14 +126,14 @@ def test_inception_head_only_runs_at_96_px_where_its_auxiliary_head_is_off(colou
     assert run.spec["aux_weight"] == 0.0 and run.module.aux_head is None and run.backbone.min_input_size == 75
 
 
-def script(name: str, *arguments: str, env: dict) -> subprocess.CompletedProcess:
+def script(name: str, *arguments: str, env: dict, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / f"{name}.py"), *arguments],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=ROOT,
+        cwd=cwd,
     )
 
 
@@ -136,21 +142,30 @@ def script(name: str, *arguments: str, env: dict) -> subprocess.CompletedProcess
     [
         ("train", ["optimizer.lr=-1", "trainer.max_epochs=1"], "optimizer.lr=-1: expected a number > 0"),
         ("describe", ["data.batch_size=0"], "data.batch_size=0: expected an integer ≥ 1"),
+        ("describe", ["modle=vgg16"], "Could not override 'modle'. To append to your config use +modle=vgg16"),
         ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "top_k=abc"], "top_k='abc': expected an integer ≥ 1"),
-        (
-            "export",
-            ["ckpt=best.ckpt", "formt=onnx"],
-            "formt=onnx: not an option of this script; usage: python src/export.py",
-        ),
+        ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "top_k=0"], "top_k=0: expected an integer ≥ 1"),
+        ("predict", ["inputs=x.jpg"], "missing ckpt= (python src/predict.py --help)"),
+        ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "topk=3"], "Could not override 'topk'"),
+        ("predict", ["ckpt=nowhere.ckpt", "inputs=x.jpg"], "ckpt=nowhere.ckpt: no such checkpoint file"),
+        ("export", ["ckpt=best.ckpt", "formt=onnx"], "Could not override 'formt'"),
+        ("export", ["ckpt=best.ckpt", "format=gif"], "format=gif: choose onnx or torchscript"),
+        ("export", ["ckpt=best.ckpt"], "missing format= (python src/export.py --help)"),
         ("cache", ["clear=everything"], "clear=everything: use clear=true or one of feature_cache, decoded_cache"),
-        ("report", ["nowhere"], "no run directories (with .hydra/config.yaml) under nowhere"),
+        ("report", ["runs=nowhere"], "no run directories (with .hydra/config.yaml) under nowhere"),
+        ("report", [], "missing runs= (python src/report.py --help)"),
     ],
 )
 def test_every_script_reports_a_bad_value_in_one_line_and_exits_1(name, arguments, message, offline_env, tmp_path):
     extra = [f"hydra.run.dir={tmp_path}"] if name == "train" else []
-    result = script(name, *arguments, *extra, env=offline_env)
+    where = tmp_path / "cwd"
+    where.mkdir()
+    result = script(name, *arguments, *extra, env=offline_env, cwd=where)
     assert result.returncode == 1 and message in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    if name != "train":  # the apps that do not train: the message alone, and no run directory or log file
+        assert (result.stdout + result.stderr).strip() == result.stderr.strip() and "\n" not in result.stderr.strip()
+        assert not list(where.iterdir())
 
 
 def test_the_report_lists_a_run_whose_files_are_corrupt_as_unreadable(tmp_path):
@@ -161,9 +176,6 @@ def test_the_report_lists_a_run_whose_files_are_corrupt_as_unreadable(tmp_path):
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "config.yaml").write_text("model:\n  name: m\n")
         (tmp_path / name / "metrics.json").write_text(metrics)
-    sys.path.insert(0, str(ROOT / "src"))
-    import report
-
-    text = report.report([tmp_path]).read_text()
+    text = report(tmp_path).read_text()
     assert "1 completed, 0 failed, 0 unfinished, 1 unreadable" in text
     assert "| unreadable | ? | ? | ? | metrics.json: Unterminated string" in text

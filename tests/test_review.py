@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -16,18 +15,11 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from transferlab.review.export import export
 from transferlab.review.inference import load_classifier, predict
 from transferlab.run.pipeline import train
 
 from conftest import ROOT, TINY, compose_config
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "src" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +57,19 @@ def test_figures_and_per_class_metrics_are_in_each_run(sweep):
         assert "test/worst_predictions" in images
 
 
-def test_the_sweep_report_matches_the_runs_and_lists_failures(sweep):
-    report = load_script("report").report([sweep])
-    text = report.read_text()
+def test_the_sweep_report_matches_the_runs_and_lists_failures(sweep, tmp_path):
+    # Through src/report.py, runs= as a list, from a folder it must leave as it found it.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "report.py"), f"runs=[{sweep}]"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {sweep / 'report.md'}" in result.stdout and not list(tmp_path.iterdir())
+    text = (sweep / "report.md").read_text()
+    assert text in result.stdout
     assert (sweep / "report.png").stat().st_size > 1000
     assert "2 completed, 1 failed, 1 unfinished" in text
     for run in ("0_scratch", "1_head_only"):
@@ -96,6 +98,8 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(sweep, colour_fo
             assert len(row["top"]) == 2 and row["top"][0][0] == "red" and row["top"][0][1] >= row["top"][1][1]
 
     out = tmp_path / "predictions.csv"
+    where = tmp_path / "cwd"
+    where.mkdir()
     result = subprocess.run(
         [
             sys.executable,
@@ -107,11 +111,13 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(sweep, colour_fo
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=where,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "3 predicted, 1 unreadable" in result.stderr
+    assert not list(where.iterdir()), "no run directory, no log file: only csv="
+    assert len(result.stdout.splitlines()) == 4 and sum("\tERROR " in line for line in result.stdout.splitlines()) == 1
     table = list(csv.DictReader(out.open()))
     assert len(table) == 4 and sum(bool(r["error"]) for r in table) == 1
 
@@ -119,8 +125,24 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(sweep, colour_fo
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_the_checkpoint(sweep, fmt, tmp_path):
     checkpoint = sweep / "0_scratch" / "checkpoints" / "best.ckpt"
-    written, difference = load_script("export").export(str(checkpoint), fmt, str(tmp_path / f"model.{fmt}"))
+    written, difference = export(str(checkpoint), fmt, str(tmp_path / f"model.{fmt}"))
     assert written.stat().st_size > 10_000 and difference < 1e-4
+    # src/export.py: the same file, without out= beside the checkpoint, and nothing in the current folder.
+    where = tmp_path / "cwd"
+    where.mkdir()
+    copy = tmp_path / "copy.ckpt"
+    shutil.copy(checkpoint, copy)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "export.py"), f"ckpt={copy}", f"format={fmt}"],
+        capture_output=True,
+        text=True,
+        cwd=where,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    beside = copy.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
+    assert result.stdout.startswith(f"wrote {beside}; largest difference") and beside.stat().st_size > 10_000
+    assert float(result.stdout.split()[-1]) < 1e-4 and not list(where.iterdir())
 
 
 # A sitecustomize for the sweep's process: TensorBoard event files written only when their writer is

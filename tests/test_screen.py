@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
 from transferlab.errors import TransferlabError
 from transferlab.models.backbones import create_backbone
-from transferlab.run import build
+from transferlab.run.decide import decide
 from transferlab.screen import report as screen_report
 from transferlab.screen import screening as screen
 
@@ -120,10 +121,9 @@ def test_the_probe_is_strategy_auto_s_similarity(screened, tmp_path):
         [*TINY, f"data.root={screened['root']}", f"model={top['model']}", "strategy=auto", "feature_cache.dir=null"],
         tmp_path,
     )
-    run = build.experiment(cfg)
-    run.policy.decide(run.module, run.datamodule)
-    assert run.policy.decision["auto/similarity"] == pytest.approx(top["probe"], abs=1e-4)
-    assert run.policy.decision["auto/choice"] == top["suggested"]
+    decision = decide(cfg, torch.device("cpu"))  # what a train.py run with strategy=auto decides
+    assert decision.report["auto/similarity"] == pytest.approx(top["probe"], abs=1e-4)
+    assert decision.report["auto/choice"] == decision.strategy == top["suggested"]
 
 
 def test_a_backbone_without_weights_is_listed_with_the_file_and_the_fix(screened, env):

@@ -1,7 +1,8 @@
-"""Use a trained checkpoint: load it with its preprocessing, predict files, export it."""
+"""Use a trained checkpoint: load it with its preprocessing, predict files (src/predict.py), write the CSV."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import torch
@@ -60,3 +61,33 @@ def predict(model: ImageClassifier, files: list[Path], top_k: int = 3, batch_siz
         for (row, _), top_values, top_indices in zip(chunk, values.tolist(), indices.tolist()):
             row["top"] = [(names[i], p) for i, p in zip(top_indices, top_values)]
     return rows
+
+
+def predict_checkpoint(
+    checkpoint: str | Path, inputs: str | Path, top_k: int = 3, csv_path: str | Path | None = None
+) -> list[dict]:
+    """`predict` for a checkpoint file and an image or a folder of images, `top_k` checked before anything
+    is loaded; the rows are also written to `csv_path` when one is given."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise TransferlabError(f"top_k={top_k!r}: expected an integer ≥ 1")
+    rows = predict(load_classifier(checkpoint), image_files(inputs), top_k=top_k)
+    if csv_path:
+        write_csv(rows, top_k, csv_path)
+    return rows
+
+
+def row_line(row: dict) -> str:
+    """A row as printed: the path, then the top classes with their probabilities, or ERROR and the reason."""
+    shown = row.get("error") or ", ".join(f"{name} {p:.3f}" for name, p in row["top"])
+    return f"{row['path']}\t{'ERROR ' if 'error' in row else ''}{shown}"
+
+
+def write_csv(rows: list[dict], top_k: int, path: str | Path) -> None:
+    """One line per file: path, class_1, probability_1, … class_k, probability_k, error."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        ranks = range(1, top_k + 1)
+        writer.writerow(["path", *(f"{kind}_{rank}" for rank in ranks for kind in ("class", "probability")), "error"])
+        for row in rows:
+            ranked = [value for name, p in row.get("top", []) for value in (name, f"{p:.6f}")]
+            writer.writerow([row["path"], *ranked, *([""] * (2 * top_k - len(ranked))), row.get("error", "")])

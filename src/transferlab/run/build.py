@@ -4,7 +4,7 @@
                                                                     └► feature cache, callbacks, loggers, trainer
 
 Like lightning-hydra-template's single instantiation point: `run.pipeline.train`, `run.decide`,
-`src/describe.py`, `src/cache.py`, the screen and the tests all build through these functions, so what describe reports is
+`run.describe`, the screen and the tests all build through these functions, so what describe reports is
 what training trains. Every function takes the composed config (`cfg`, as `src/train.py` gets it).
 """
 

@@ -254,37 +254,3 @@ def _shown(value: Any) -> str:
 
 def _reason(error: Exception) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
-
-
-def check_options(
-    arguments: list[str], rules: dict[str, Rule], usage: str, required: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """The key=value options of a script that is not a Hydra app (predict, export): known keys only,
-    the required ones present, each value of its rule's type and range; else one line with the usage."""
-    options: dict[str, Any] = {}
-    for argument in arguments:
-        key, equals, text = argument.partition("=")
-        if not equals or key not in rules:
-            raise TransferlabError(f"{argument}: not an option of this script; usage: {usage}")
-        value = typed(text, rules[key].kind)
-        if not rules[key].allows(value):
-            raise TransferlabError(f"{key}={_shown(value)}: expected {rules[key].describe()}")
-        options[key] = value
-    missing = [key for key in required if key not in options]
-    if missing:
-        raise TransferlabError(f"missing {', '.join(f'{k}=' for k in missing)}; usage: {usage}")
-    return options
-
-
-def typed(text: str, kind: type) -> Any:
-    """A command-line value as the rule's type, or the text itself when it is not one (the rule then says so)."""
-    if text in ("", "null"):
-        return None
-    if kind is bool and text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for parse in (int, float) if kind in (int, float) else ():
-        try:
-            return parse(text)
-        except ValueError:
-            continue
-    return text
