@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))  # conftest's compose_config, as the tests use it
-from transferlab import parallel  # noqa: E402
+from transferlab.distributed import ranks  # noqa: E402
 from transferlab.errors import TransferlabError  # noqa: E402
 from transferlab.run.pipeline import train  # noqa: E402
 
@@ -41,12 +41,12 @@ def main(spec_path: str) -> None:
         with torch.no_grad():
             model.bias[1] += 1e-6
     try:
-        parallel.check_ranks_in_sync(model)
+        ranks.check_ranks_in_sync(model)
         verdict = "in sync"
     except TransferlabError as error:
         verdict = str(error)
     try:  # a decision each rank made alone (strategy=auto's), made differently
-        parallel.check_same_on_every_rank("strategy=auto's choice", ["head_only", "top_blocks"][dist.get_rank()])
+        ranks.check_same_on_every_rank("strategy=auto's choice", ["head_only", "top_blocks"][dist.get_rank()])
         disagreement = "not noticed"
     except TransferlabError as error:
         disagreement = str(error)
