@@ -359,9 +359,6 @@ def test_bf16_mixed_precision_trains_and_keeps_float32_weights(strategy, tiny_ov
 
 
 def test_passes_before_fit_run_on_the_gpu_that_training_will_use(monkeypatch, tmp_path):
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import read_write
-
     from transferlab.run.pipeline import pre_fit_device
 
     cfg = compose_config(["trainer=gpu"], tmp_path)
@@ -376,9 +373,7 @@ def test_passes_before_fit_run_on_the_gpu_that_training_will_use(monkeypatch, tm
     cfg.trainer.devices = [2, 3]  # an explicit list of GPUs: rank 1 trains on the second
     assert pre_fit_device(cfg) == torch.device("cuda", 3)
     cfg.gpu_per_job = True
-    with read_write(HydraConfig.get()):
-        HydraConfig.get().job.num = 6
-    assert pre_fit_device(cfg) == torch.device("cuda", 2), "job 6 of a sweep over 4 GPUs"
+    assert pre_fit_device(cfg, job_number=6) == torch.device("cuda", 2), "job 6 of a sweep over 4 GPUs"
     assert pre_fit_device(compose_config(["trainer=cpu"], tmp_path)) == torch.device("cpu")
 
 
