@@ -47,7 +47,16 @@ BAD_VALUES = [
     (["scheduler=step", "scheduler.step_size=soon"], "scheduler.step_size='soon': expected an integer"),
     (["data.augment.hflip=2"], "data.augment.hflip=2: expected a number ≥ 0 and ≤ 1"),
     (["data.subset.train=0"], "data.subset.train=0: expected an integer ≥ 1 (or null)"),
-    (["foo=1"], "Could not override 'foo': To append to your config use +foo=1"),
+    (["foo=1"], "foo: no such key; the config has seed, head,"),
+    # A mistyped key or option: the nearest valid names, never Hydra's advice to add it with `+`.
+    (["optimizer.lrr=0.1"], "optimizer.lrr: no such key (did you mean optimizer.lr?); optimizer has optimizer.lr,"),
+    (["data.batchsize=8"], "data.batchsize: no such key (did you mean data.batch_size?); data has data.image_size,"),
+    (["data.augment.hflp=1"], "data.augment.hflp: no such key (did you mean data.augment.hflip?)"),
+    (
+        ["strategy=head_onyl"],
+        "strategy=head_onyl: no such option (did you mean strategy=head_only?); strategy is one of",
+    ),
+    (["+optimizer.lrr=0.1"], "optimizer.lrr: AdamW takes no option 'lrr' (did you mean optimizer.lr?); it takes lr,"),
 ]
 
 
@@ -142,13 +151,15 @@ def script(name: str, *arguments: str, env: dict, cwd: Path = ROOT) -> subproces
     [
         ("train", ["optimizer.lr=-1", "trainer.max_epochs=1"], "optimizer.lr=-1: expected a number > 0"),
         ("describe", ["data.batch_size=0"], "data.batch_size=0: expected an integer ≥ 1"),
-        ("describe", ["modle=vgg16"], "Could not override 'modle'. To append to your config use +modle=vgg16"),
+        ("describe", ["modle=vgg16"], "modle: no such key (did you mean model?); the config has"),
+        ("train", ["strategy=head_onyl"], "strategy=head_onyl: no such option (did you mean strategy=head_only?)"),
+        ("train", ["data.batchsize=8"], "data.batchsize: no such key (did you mean data.batch_size?)"),
         ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "top_k=abc"], "top_k='abc': expected an integer ≥ 1"),
         ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "top_k=0"], "top_k=0: expected an integer ≥ 1"),
         ("predict", ["inputs=x.jpg"], "missing ckpt= (python src/predict.py --help)"),
-        ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "topk=3"], "Could not override 'topk'"),
+        ("predict", ["ckpt=best.ckpt", "inputs=x.jpg", "topk=3"], "topk: no such key (did you mean top_k?)"),
         ("predict", ["ckpt=nowhere.ckpt", "inputs=x.jpg"], "ckpt=nowhere.ckpt: no such checkpoint file"),
-        ("export", ["ckpt=best.ckpt", "formt=onnx"], "Could not override 'formt'"),
+        ("export", ["ckpt=best.ckpt", "formt=onnx"], "formt: no such key (did you mean format?)"),
         ("export", ["ckpt=best.ckpt", "format=gif"], "format=gif: choose onnx or torchscript"),
         ("export", ["ckpt=best.ckpt"], "missing format= (python src/export.py --help)"),
         ("cache", ["clear=everything"], "clear=everything: use clear=true or one of feature_cache, decoded_cache"),

@@ -3,11 +3,12 @@
 Every entry point prints these as one clear line instead of a traceback.
 """
 
+import difflib
 import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -51,9 +52,44 @@ def run_app(main: Callable[[], object]) -> None:
     try:
         main()
     except HydraException as error:
-        message = " ".join(str(error).split("Config search path")[0].split())  # the search path is Hydra's business
-        logging.getLogger("transferlab").error("%s", message)
+        logging.getLogger("transferlab").error("%s", hydra_refusal(error))
         sys.exit(1)
+
+
+def did_you_mean(word: str, candidates: Iterable[str], prefix: str = "") -> str:
+    """` (did you mean optimizer.lr?)` for the nearest candidates, or nothing when none is near."""
+    near = difflib.get_close_matches(word, list(candidates), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(prefix + n for n in near)}?)" if near else ""
+
+
+def hydra_refusal(error: Exception) -> str:
+    """Hydra's refusal of a command line as one line a user can act on.
+
+    Hydra answers a mistyped key with "Could not override 'optimizer.lrr'. To append to your config use
+    +optimizer.lrr=0.1": advice that leads astray when the key exists under another spelling. Its error
+    carries the section it looked in (OmegaConf's `parent_node`), so this names the nearest keys of that
+    section instead; a mistyped group option gets the nearest options the same way."""
+    from hydra.errors import MissingConfigException
+    from omegaconf import DictConfig
+
+    text = " ".join(str(error).split("Config search path")[0].split())  # the search path is Hydra's business
+    cause = error.__cause__
+    if isinstance(error, MissingConfigException) and error.options and error.missing_cfg_file:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        if group:
+            return (
+                f"{group}={option}: no such option{did_you_mean(option, error.options, f'{group}=')}; "
+                f"{group} is one of {', '.join(error.options)}"
+            )
+    key = getattr(cause, "full_key", None)
+    section = getattr(cause, "parent_node", None)
+    if text.startswith("Could not override") and key and isinstance(section, DictConfig):
+        parent, _, leaf = str(key).rpartition(".")
+        keys = [str(k) for k in section if not str(k).startswith("_") and str(k) != "hydra"]
+        where = f"{parent} has" if parent else "the config has"
+        shown = ", ".join(f"{parent}.{k}" if parent else k for k in keys)
+        return f"{key}: no such key{did_you_mean(leaf, keys, f'{parent}.' if parent else '')}; {where} {shown}"
+    return text
 
 
 def require_keys(cfg: Any, script: str) -> None:

@@ -32,7 +32,7 @@ from transferlab.callbacks.seeding import SeedEachBatch
 from transferlab.classifier.module import ImageClassifier
 from transferlab.data.base import ImageClassificationDataModule
 from transferlab.distributed.sync_batchnorm import TimmAwareSyncBatchNorm
-from transferlab.errors import TransferlabError
+from transferlab.errors import TransferlabError, hydra_refusal
 from transferlab.models.backbones import Backbone, create_backbone
 from transferlab.run import resolvers
 from transferlab.run.checks import check_config
@@ -51,10 +51,8 @@ def compose(overrides: list[str], config_name: str = "train", return_hydra_confi
             return hydra_compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return hydra_compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
-    except HydraException as error:  # an unknown key or group option: Hydra's own message, on one line
-        text = str(error).split("\nConfig search path")[0]  # the search path only matters to Hydra's developers
-        lines = [line.strip().rstrip(".:") for line in text.splitlines() if line.strip() and "full_key" not in line]
-        raise TransferlabError(f"{lines[0]}: {', '.join(lines[1:])}" if len(lines) > 1 else lines[0]) from None
+    except HydraException as error:  # an unknown key or group option: one line, with the nearest names
+        raise TransferlabError(hydra_refusal(error)) from None
 
 
 def run_config(overrides: list[str], output_dir: Path) -> DictConfig:

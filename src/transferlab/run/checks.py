@@ -27,7 +27,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.classifier.schedules import build_scheduler
-from transferlab.errors import TransferlabError
+from transferlab.errors import TransferlabError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,8 @@ def check_arguments(section: str, node: DictConfig) -> None:
                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
             ]
             raise TransferlabError(
-                f"{section}.{key}: {target.__name__} takes no option {key!r}; it takes {', '.join(accepted) or 'none'}"
+                f"{section}.{key}: {target.__name__} takes no option {key!r}"
+                f"{did_you_mean(key, accepted, f'{section}.')}; it takes {', '.join(accepted) or 'none'}"
             )
         hint = hints.get(key)
         if hint is not None and not _matches(value, hint):
