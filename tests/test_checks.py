@@ -37,6 +37,13 @@ BAD_VALUES = [
     (["head.dropout=1"], "head.dropout=1: expected a number ≥ 0 and < 1"),
     (["feature_cache.views=0"], "feature_cache.views=0: expected an integer ≥ 1"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: train at least one epoch"),
+    # Lightning's "no limit" with a schedule spread over the run: the rate would swing to 0 every other epoch.
+    (["trainer.max_epochs=-1"], "trainer.max_epochs=-1: the CosineAnnealingLR schedule spreads over the run's epochs"),
+    (["trainer.max_epochs=-1", "scheduler=warmup_cosine"], "trainer.max_epochs=-1: the WarmupCosine schedule"),
+    (
+        ["trainer.max_epochs=-1", "strategy=fastai_fine_tune", "scheduler=none"],
+        "trainer.max_epochs=-1: strategy=fastai_fine_tune's schedule spreads",
+    ),
     (["optimizer=sgd", "optimizer.momentum=2"], "optimizer.momentum=2: expected a number ≥ 0 and ≤ 1"),
     # Checked by torch itself, on a stand-in parameter, before anything is built:
     (

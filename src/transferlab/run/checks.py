@@ -144,7 +144,33 @@ def check_config(cfg: DictConfig) -> None:
         node = cfg.get(section)
         if isinstance(node, DictConfig) and "_target_" in node:
             check_arguments(section, node)
+    check_run_length(cfg)
     check_optimizer(cfg)
+
+
+def check_run_length(cfg: DictConfig) -> None:
+    """trainer.max_epochs=-1 (Lightning's "no limit") with a schedule that is a function of the run's
+    length: CosineAnnealingLR with T_max=-1 swings the rate between its peak and 0 every epoch."""
+    trainer = cfg.get("trainer") or {}
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if epochs not in (-1, None):
+        return
+    scheduler, strategy = cfg.get("scheduler"), cfg.get("strategy")
+    needs_length = []
+    if isinstance(scheduler, DictConfig) and "_target_" in scheduler:
+        target = _target("scheduler", scheduler)
+        if "T_max" in scheduler or getattr(target, "per_step", False):
+            needs_length.append(f"the {target.__name__} schedule")
+    if isinstance(strategy, DictConfig) and "_target_" in strategy:
+        policy = _target("strategy", strategy)
+        if getattr(policy, "owns_schedule", False):
+            needs_length.append(f"strategy={policy.name}'s schedule")
+    if needs_length and (steps in (-1, None) or "T_max" in (scheduler or {})):
+        raise TransferlabError(
+            f"trainer.max_epochs={_shown(epochs)}: {' and '.join(needs_length)} spreads over the run's epochs, "
+            "so the run needs a length; set trainer.max_epochs to 1 or more (or scheduler=none or step to train "
+            "until early stopping ends it)"
+        )
 
 
 def check_arguments(section: str, node: DictConfig) -> None:
