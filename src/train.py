@@ -22,19 +22,19 @@ from transferlab.run.pipeline import Job, train
 log = logging.getLogger("transferlab")
 
 
-def prepare_process() -> None:
-    """What this process needs before Lightning runs: quiet upstream noise, the config's resolvers, the
-    DDP launcher's child command. Again in main: a launcher's job process (joblib, submitit) may not run
-    this file's `__main__` block."""
-    console.quiet_upstream()
+def prepare_process(verbose: bool = False) -> None:
+    """What this process needs before Lightning runs: the config's resolvers, the DDP launcher's child
+    command, upstream noise quieted (unless verbose=true). Again in main: a launcher's job process
+    (joblib, submitit) may not run this file's `__main__` block."""
     resolvers.register()
     launch.install()
+    console.quiet_upstream(verbose)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Returns `optimized_metric` (val/acc_best) for sweepers such as Optuna."""
-    prepare_process()
+    prepare_process(cfg.get("verbose", False))
     try:
         return train(cfg, Job.from_hydra())[cfg.optimized_metric]
     except TransferlabError as error:

@@ -68,7 +68,7 @@ def test_train_log_has_one_line_per_epoch_with_that_epochs_metrics(piped_run):
 
 
 def test_known_upstream_noise_is_not_printed_and_the_device_is(piped_run):
-    _, output = piped_run
+    run_dir, output = piped_run
     for noise in (
         "LeafSpec",
         "in eval mode at the start of training",
@@ -78,10 +78,16 @@ def test_known_upstream_noise_is_not_printed_and_the_device_is(piped_run):
         "TPU available",
         "Trainer already configured with model summary",
         "Restoring states from",
+        # verbose=true brings these back; transferlab's own lines say the device and the checkpoint.
+        "GPU available:",
+        "Loaded model weights from the checkpoint at",
+        "Seed set to",
+        "Total params",
+        "[INFO]",  # the console shows messages alone; train.log keeps time and logger
     ):
         assert noise not in output, noise
-    assert "GPU available: False, used: False" in output
-    assert "Loaded model weights from the checkpoint at" in output
+    assert re.search(r"training 2 epochs on cpu; run directory ", output)
+    assert "[transferlab.callbacks.progress][INFO] - training 2 epochs on cpu" in (run_dir / "train.log").read_text()
 
 
 def test_no_progress_bar_when_stdout_is_not_a_terminal(piped_run):
@@ -149,10 +155,29 @@ def test_quiet_upstream_drops_only_the_named_messages():
             "TPU available: False, using: 0 TPU cores",
             "TPU available: True, using: 8 TPU cores",
             "GPU available: True (cuda), used: True",
+            "`Trainer.fit` stopped: `max_epochs=2` reached.",
         )
         if rank_zero.filter(logging.LogRecord(rank_zero.name, logging.INFO, "", 0, message, None, None))
     ]
-    assert kept == ["TPU available: True, using: 8 TPU cores", "GPU available: True (cuda), used: True"]
+    assert kept == ["TPU available: True, using: 8 TPU cores", "`Trainer.fit` stopped: `max_epochs=2` reached."]
+    quiet_upstream(verbose=True)  # verbose=true: every line again
+    try:
+        assert rank_zero.filter(
+            logging.LogRecord(rank_zero.name, logging.INFO, "", 0, "GPU available: False, used: False", None, None)
+        )
+    finally:
+        quiet_upstream()
+
+
+def test_verbose_brings_back_the_model_summary(colour_folder, tmp_path):
+    from lightning.pytorch.callbacks import ModelSummary
+
+    from transferlab.run import build
+
+    for verbose, expected in ((False, False), (True, True)):
+        cfg = compose_config([*TINY, f"data.root={colour_folder}", f"verbose={verbose}"], tmp_path)
+        trainer = build.trainer(cfg, build.callbacks(cfg, build.policy(cfg)), [])
+        assert any(isinstance(c, ModelSummary) for c in trainer.callbacks) is expected
 
 
 class _Tiny(L.LightningModule):

@@ -1,9 +1,11 @@
 """What a run prints: upstream noise filtered in one place, one line per epoch, the progress bar's rule.
 
-- `quiet_upstream()`: every script calls it once, before Lightning runs. It hides the warnings and
-  Lightning info lines that say nothing a user of this project can act on; each filter below says
+- `quiet_upstream(verbose)`: every script calls it once, before Lightning runs. It hides the warnings
+  and Lightning info lines that say nothing a user of this project can act on; each filter below says
   why hiding it is safe. Filters match one message (and its category or logger), never a whole
-  category or library.
+  category or library. `verbose=true` on the command line keeps them all.
+- `ConsoleFormatter`: the console's format (conf/hydra/default.yaml): a message alone, a warning or an
+  error prefixed with its level; train.log keeps timestamps and logger names.
 - `EpochLine`: a callback (conf/callbacks/default.yaml) that logs one line per epoch through the
   `transferlab` logger, so Hydra's job logging puts it on the console and in the run's train.log:
       epoch 2/2  train loss 0.713 acc 0.796  val loss 0.512 acc 0.864  lr 1.5e-03  2.2 s
@@ -39,8 +41,8 @@ _WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     (r"`torch\.jit\.\w+` is deprecated\. Please switch to", FutureWarning, r"torch\.jit"),
 )
 
-# Lightning's info lines (rank_zero_info) that are noise here. Kept: "GPU available: …, used: …"
-# (which device trains), "Seed set to …", why fit stopped, which checkpoint is tested.
+# Lightning's info lines (rank_zero_info) that are noise here (verbose=true shows them). Kept: why fit
+# stopped, and any line not named here.
 _LIGHTNING_INFO_DROPPED = re.compile(
     "|".join(
         (
@@ -52,6 +54,10 @@ _LIGHTNING_INFO_DROPPED = re.compile(
             r"Trainer already configured with model summary callbacks",
             # Said again by the next line ("Loaded model weights from …" / "Restored all states from …").
             r"Restoring states from the checkpoint path at",
+            # Said by transferlab's own lines: the device in "training N epochs on cpu", the tested
+            # checkpoint in metrics.json (best_checkpoint).
+            r"GPU available: ",
+            r"Loaded model weights from the checkpoint at ",
         )
     )
 )
@@ -67,8 +73,12 @@ class _DropLightningNoise(logging.Filter):
 _DROP = _DropLightningNoise()
 
 
-def quiet_upstream() -> None:
-    """Install the filters above; calling it again changes nothing."""
+def quiet_upstream(verbose: bool = False) -> None:
+    """Install the filters above (verbose: remove them); calling it again changes nothing."""
+    if verbose:
+        for name in _LIGHTNING_INFO_LOGGERS:
+            logging.getLogger(name).removeFilter(_DROP)
+        return
     for message, category, module in _WARNINGS:
         # filterwarnings replaces an identical filter rather than adding a second one.
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
@@ -80,3 +90,12 @@ def stdout_is_terminal() -> bool:
     """The progress bar's default: on in a terminal, off when stdout is a file, a pipe or a CI log."""
     isatty = getattr(sys.stdout, "isatty", None)
     return bool(isatty and isatty())
+
+
+class ConsoleFormatter(logging.Formatter):
+    """`message` for information, `warning: message` and `error: message` for the rest: a console line
+    reads as a sentence (train.log keeps the timestamp and the logger's name)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {text}"

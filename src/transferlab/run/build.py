@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.caches.features import FeatureCache
@@ -202,6 +202,8 @@ def callbacks(cfg: DictConfig, freeze_policy: FreezePolicy, *extra: Callback) ->
     configured = [
         built(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node is not None
     ]
+    if not cfg.get("verbose"):  # the layer table is upstream's detail: verbose=true prints it
+        configured = [c for c in configured if not isinstance(c, ModelSummary)]
     if not cfg.get("logger"):  # logger=none: the monitor writes only to loggers, and refuses a run without one
         configured = [c for c in configured if not isinstance(c, LearningRateMonitor)]
     return [freeze_policy, SeedEachBatch(cfg.seed), *extra, *configured]
@@ -221,5 +223,6 @@ def trainer(cfg: DictConfig, run_callbacks: list[Callback], run_loggers: list, *
         logger=run_loggers,
         plugins=plugins,
         sync_batchnorm=False,
+        enable_model_summary=bool(cfg.get("verbose")),
         **placement,
     )

@@ -75,6 +75,7 @@ def fraction(open_low: bool = False, open_high: bool = False, optional: bool = F
 
 RULES: dict[str, Rule] = {
     "seed": Rule(int),
+    "verbose": Rule(bool),
     "channels_last": Rule(bool),
     "gpu_per_job": Rule(bool),
     "head.dropout": fraction(open_high=True),

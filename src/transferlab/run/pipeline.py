@@ -140,7 +140,7 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
     started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
     check_config(cfg)
     device = pre_fit_device(cfg, job.number)  # the passes before fit run where training will
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=cfg.get("verbose", False))
     decision = decide(cfg, device)
     if decision is not None:
         decided = decided_config(cfg, decision, job.overrides)
@@ -153,7 +153,7 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
         saved = job.output_dir / ".hydra" / "config.yaml"
         if saved.is_file() and ranks.is_global_zero():  # so that resume=<run dir> continues with the choice
             save_config(decided_config(OmegaConf.load(saved), decision, job.overrides), saved)
-        L.seed_everything(cfg.seed, workers=True)  # the run draws what strategy=<choice> alone would
+        L.seed_everything(cfg.seed, workers=True, verbose=False)  # the run draws what strategy=<choice> alone would
     run = build.experiment(cfg)
     policy, datamodule, module = run.policy, run.datamodule, run.module
     module.to(device)
