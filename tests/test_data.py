@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from transferlab.data import DigitsDataModule, ImageFolderDataModule, PhotosDataModule, photos
-from transferlab.data.base import EpochSampler
+from transferlab.data.base import EpochSampler, Split, split_lines
 from transferlab.data.photos import SPLITS
 from transferlab.errors import TransferlabError
 from transferlab.models.data_config import DataConfig
@@ -73,11 +73,49 @@ def test_without_a_test_folder_val_is_the_test_split_and_validation_comes_from_t
         "0.2 of each class"
     )
     assert module.split_sizes() == {"data/train_size": 20, "data/val_size": 5, "data/test_size": 12}
-    assert "val/ (12 images) is the test split" in caplog.text and "5 images held out from train/" in caplog.text
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "3 classes" in r.getMessage()]
+    assert lines[-1].splitlines() == [
+        f"the folder {tmp_path}: 3 classes",
+        f"  train      20 images (blue 4, green 8, red 8): the folder {tmp_path / 'train'} less the val split",
+        f"  val         5 images (blue 1, green 2, red 2): held out of the folder {tmp_path / 'train'} "
+        "(data.val_fraction=0.2, stratified, seed 5)",
+        f"  test       12 images (blue 4, green 4, red 4): the folder {tmp_path / 'val'} "
+        "(no test/ folder: val/ is the test split, never used to choose)",
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        "the val split has 5 images: choosing the best epoch on so few is noisy (one image is 20.0 points"
+        in (warnings[-1])
+    )
 
     assert split(seed=5).splits["val"] == val, "same seed, same split"
     assert split(seed=6).splits["val"].images != val.images
     assert Counter(split(seed=5, val_fraction=0.5).splits["val"].labels) == {0: 3, 1: 5, 2: 5}
+
+
+def test_the_start_lines_say_each_splits_origin_and_warn_of_imbalance(caplog):
+    caplog.set_level(logging.INFO)
+    DigitsDataModule(data_config=CONFIG, image_size=32, seed=3, num_workers=0, subset={"train": 500}).setup()
+    text = caplog.records[-1].getMessage().splitlines()
+    assert text[0] == "Digits: 10 classes"
+    assert text[1].startswith(
+        "  train     500 images (48–51 a class): data.subset.train=500 of 1,077 (stratified, seed 3), "
+    )
+    assert text[1].endswith(
+        "which are 60 % of the 1,797 images of scikit-learn's digits (data.split_fractions 60/20/20, stratified, seed 3)"
+    )
+    assert text[3].endswith(
+        ": 20 % of the 1,797 images of scikit-learn's digits (data.split_fractions 60/20/20, stratified, seed 3)"
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "balanced, and 360 val images"
+
+    labels = [0] * 40 + [1] * 12 + [2] * 13
+    lines, warnings = split_lines(["cat", "dog", "fox"], {"train": Split([None] * 65, labels, "a CSV file")})
+    assert lines == ["  train      65 images (cat 40, dog 12, fox 13): a CSV file"]
+    assert warnings == [
+        "imbalanced: the train split has 40 'cat' images but 12 'dog'; see balanced accuracy and per-class F1 in metrics.json"
+    ]
+    assert split_lines(["cat", "dog"], {"train": Split([None] * 48, [0] * 36 + [1] * 12)})[1] == [], "3× is not over 3×"
 
 
 def test_a_bad_val_fraction_or_a_class_too_small_to_hold_out_from_is_a_clear_error(tmp_path):

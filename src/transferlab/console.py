@@ -33,6 +33,13 @@ _WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     # which recent torch deprecates: between Lightning and torch, printed on every fit and test,
     # nothing a user can change; this project never uses LeafSpec itself (a use here still warns).
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
+    # Lightning's step-level logging interval against a short epoch: the epoch's train loss and accuracy
+    # are logged per epoch all the same (the epoch lines and TensorBoard's train/* curves).
+    (
+        r"The number of training batches \(\d+\) is smaller than the logging interval",
+        UserWarning,
+        r"lightning\.pytorch",
+    ),
     # src/export.py asks for the TorchScript-based ONNX exporter (dynamo=False; the newer one needs
     # the onnxscript package, not a dependency) and checks every export against the checkpoint.
     (r"You are using the legacy TorchScript-based ONNX export", DeprecationWarning, ""),

@@ -87,6 +87,18 @@ class EpochLine(L.Callback):
         if trainer.is_global_zero:
             log.info("%s", self.line(trainer))
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Why the run ended before trainer.max_epochs, when early stopping ended it."""
+        stopper = trainer.early_stopping_callback
+        if trainer.is_global_zero and stopper is not None and stopper.stopped_epoch > 0:
+            log.info(
+                "early stopping after epoch %d: %s has not improved for %d epochs (best %.4f)",
+                stopper.stopped_epoch + 1,
+                stopper.monitor,
+                stopper.wait_count,
+                float(stopper.best_score),
+            )
+
     def line(self, trainer: L.Trainer) -> str:
         metrics = trainer.callback_metrics
 

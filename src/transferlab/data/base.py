@@ -35,17 +35,53 @@ log = logging.getLogger(__name__)
 class Split:
     images: list[ImageSource]
     labels: list[int]
+    source: str = ""  # where the split came from, printed at the start of a run ("the folder val/")
 
 
-def subset(images: Sequence[ImageSource], labels: Sequence[int], indices) -> Split:
+def subset(images: Sequence[ImageSource], labels: Sequence[int], indices, source: str = "") -> Split:
     ordered = sorted(int(i) for i in indices)
-    return Split([images[i] for i in ordered], [labels[i] for i in ordered])
+    return Split([images[i] for i in ordered], [labels[i] for i in ordered], source)
 
 
 def holdout(images: Sequence[ImageSource], labels: Sequence[int], size: int | float, seed: int) -> tuple[Split, Split]:
     """A seeded, stratified (rest, held-out) split."""
     rest, held = train_test_split(np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed)
     return subset(images, labels, rest), subset(images, labels, held)
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:g}"
+
+
+# Selection on fewer validation images than this is noisy: one image moves val/acc by a point or more.
+SMALL_VALIDATION = 100
+# The largest class over the smallest above this: accuracy alone hides how the small classes fare.
+IMBALANCED = 3.0
+
+
+def split_lines(class_names: Sequence[str], splits: dict[str, Split]) -> tuple[list[str], list[str]]:
+    """One line per split (its images a class and where it came from), and warnings about them."""
+    lines, warnings = [], []
+    for name, split in splits.items():
+        counts = np.bincount(split.labels, minlength=len(class_names))
+        if len(class_names) <= 4:
+            per_class = ", ".join(f"{c} {n:,}" for c, n in zip(class_names, counts, strict=True))
+        else:
+            low, high = counts.min(), counts.max()
+            per_class = f"{low:,} a class" if low == high else f"{low:,}–{high:,} a class"
+        lines.append(f"  {name:<5} {len(split.labels):>7,} images ({per_class}): {split.source or 'as given'}")
+        if name == "train" and counts.min() > 0 and counts.max() > IMBALANCED * counts.min():
+            small, large = int(counts.argmin()), int(counts.argmax())
+            warnings.append(
+                f"imbalanced: the train split has {counts[large]:,} {class_names[large]!r} images but "
+                f"{counts[small]:,} {class_names[small]!r}; see balanced accuracy and per-class F1 in metrics.json"
+            )
+        if name == "val" and len(split.labels) < SMALL_VALIDATION:
+            warnings.append(
+                f"the val split has {len(split.labels)} images: choosing the best epoch on so few is noisy "
+                f"(one image is {100 / len(split.labels):.1f} points of val/acc)"
+            )
+    return lines, warnings
 
 
 class LabelledImages(Dataset):
@@ -174,8 +210,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         for name, split in self.splits.items():
             if not split.labels:
                 raise TransferlabError(f"the {name} split of {type(self).__name__} is empty")
-        sizes = ", ".join(f"{name} {len(split.labels)}" for name, split in self.splits.items())
-        log.info("%s: %d classes, %s images", type(self).__name__, self.num_classes, sizes)
+        self.log_splits()
+
+    def describe(self) -> str:
+        """What the data is, for the first line of a run: `digits`, `the folder ~/photos`."""
+        return type(self).__name__.removesuffix("DataModule")
+
+    def log_splits(self) -> None:
+        lines, warnings = split_lines(self.class_names, self.splits)
+        log.info("%s: %d classes\n%s", self.describe(), self.num_classes, "\n".join(lines))
+        for warning in warnings:
+            log.warning("%s", warning)
 
     def split_sizes(self) -> dict[str, int]:
         """Images in each split, for metrics.json: {"data/train_size": …, "data/val_size": …, "data/test_size": …}."""
@@ -193,6 +238,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
             _, used = holdout(pool.images, pool.labels, sum(self.split_fractions), self.seed)
         rest, test = holdout(used.images, used.labels, test_f / sum(self.split_fractions), self.seed)
         train, val = holdout(rest.images, rest.labels, val_f / (train_f + val_f), self.seed)
+        shares = "/".join(percent(f) for f in self.split_fractions)
+        origin = f"{len(pool.labels):,} images{f' of {pool.source}' if pool.source else ''}"
+        for share, split in zip(self.split_fractions, (train, val, test), strict=True):
+            split.source = (
+                f"{percent(share)} % of the {origin} (data.split_fractions {shares}, stratified, seed {self.seed})"
+            )
         return {"train": train, "val": val, "test": test}
 
     def _subsampled(self, name: str, size: int) -> Split:
@@ -210,7 +261,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 f"data.subset.{name}={size} is fewer than the split's {classes} classes: a stratified subset "
                 "needs at least one image of each"
             )
-        return split if size == len(split.labels) else holdout(split.images, split.labels, size, self.seed)[1]
+        if size == len(split.labels):
+            return split
+        sample = holdout(split.images, split.labels, size, self.seed)[1]
+        sample.source = (
+            f"data.subset.{name}={size:,} of {len(split.labels):,} (stratified, seed {self.seed}), "
+            f"which are {split.source or 'the split'}"
+        )
+        return sample
 
     # -- loaders
     def image_dataset(self, split: str, augment: bool) -> LabelledImages:

@@ -55,4 +55,9 @@ class CIFAR10DataModule(ImageClassificationDataModule):
         images = np.concatenate([p[0] for p in parts])
         labels = [label for p in parts for label in p[1]]
         train, val = holdout(images, labels, self.val_size, self.seed)
-        return names, {"train": train, "val": val, "test": Split(list(test_images), test_labels)}
+        train.source = f"the CIFAR-10 training set less val ({len(train.labels):,} of {len(labels):,})"
+        val.source = (
+            f"held out of the CIFAR-10 training set (data.val_size={self.val_size}, stratified, seed {self.seed})"
+        )
+        test = Split(list(test_images), test_labels, "the CIFAR-10 test set")
+        return names, {"train": train, "val": val, "test": test}

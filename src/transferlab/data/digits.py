@@ -14,4 +14,6 @@ class DigitsDataModule(ImageClassificationDataModule):
         digits = load_digits()
         # Pixel values run 0..16; spread them over 0..255 so images look like images.
         images = (digits.images * (255 / 16)).round().astype(np.uint8)
-        return [str(c) for c in digits.target_names], {"all": Split(list(images), digits.target.tolist())}
+        return [str(c) for c in digits.target_names], {
+            "all": Split(list(images), digits.target.tolist(), "scikit-learn's digits")
+        }

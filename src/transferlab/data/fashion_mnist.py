@@ -84,4 +84,9 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
             raise TransferlabError(f"{folder}: image and label files disagree in length")
         labels, test_labels = labels.tolist(), test_labels.tolist()
         train, val = holdout(images, labels, self.val_size, self.seed)
-        return CLASSES, {"train": train, "val": val, "test": Split(list(test_images), test_labels)}
+        train.source = f"the Fashion-MNIST training set less val ({len(train.labels):,} of {len(labels):,})"
+        val.source = (
+            f"held out of the Fashion-MNIST training set (data.val_size={self.val_size}, stratified, seed {self.seed})"
+        )
+        test = Split(list(test_images), test_labels, "the Fashion-MNIST test set")
+        return CLASSES, {"train": train, "val": val, "test": test}

@@ -7,7 +7,6 @@ that report the test accuracy would make that accuracy optimistic.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,6 @@ import numpy as np
 from transferlab.data.base import ImageClassificationDataModule, Split, subset
 from transferlab.data.scan import scan
 from transferlab.errors import TransferlabError
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_NAMES = ("train", "val", "test")
@@ -42,10 +39,10 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def as_split(classes: dict[str, list[Path]], class_names: list[str]) -> Split:
+def as_split(classes: dict[str, list[Path]], class_names: list[str], source: str = "") -> Split:
     images = [path for name in class_names for path in classes[name]]
     labels = [index for index, name in enumerate(class_names) for _ in classes[name]]
-    return Split(images, labels)
+    return Split(images, labels, source)
 
 
 def carve_validation(
@@ -66,7 +63,15 @@ def carve_validation(
         # A generator per class: adding images to one class leaves the others' validation images as they were.
         held.extend(np.random.default_rng([seed, label]).permutation(members)[:count])
     rest = np.setdiff1d(np.arange(len(labels)), held)
-    return subset(train.images, train.labels, rest), subset(train.images, train.labels, held)
+    return (
+        subset(train.images, train.labels, rest, f"the folder {where} less the val split"),
+        subset(
+            train.images,
+            train.labels,
+            held,
+            f"held out of the folder {where} (data.val_fraction={fraction:g}, stratified, seed {seed})",
+        ),
+    )
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):
@@ -85,13 +90,16 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         self.root = Path(root).expanduser()
         self.val_fraction = val_fraction
 
+    def describe(self) -> str:
+        return f"the folder {self.root}"
+
     def find_splits(self) -> tuple[list[str], dict[str, Split]]:
         if not self.root.is_dir():
             raise TransferlabError(f"data.root={self.root} is not a directory")
         if not (self.root / "train").is_dir():
             classes = class_folders(self.root)
             names = list(classes)
-            return names, {"all": as_split(classes, names)}
+            return names, {"all": as_split(classes, names, f"the folder {self.root}")}
         if not (self.root / "val").is_dir():
             raise TransferlabError(f"{self.root} has train/ but no val/ folder")
         found = {name: class_folders(self.root / name) for name in SPLIT_NAMES if (self.root / name).is_dir()}
@@ -99,17 +107,13 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         for split_name, classes in found.items():
             if list(classes) != names:
                 raise TransferlabError(f"{self.root}/{split_name} has classes {list(classes)}, but train/ has {names}")
-        splits = {split_name: as_split(classes, names) for split_name, classes in found.items()}
+        splits = {
+            split_name: as_split(classes, names, f"the folder {self.root / split_name}")
+            for split_name, classes in found.items()
+        }
         if "test" in splits:
             return names, splits
         train, val = carve_validation(splits["train"], names, self.val_fraction, self.seed, self.root / "train")
-        log.info(
-            "%s has no test/ folder: val/ (%d images) is the test split; the validation split (checkpoint selection, "
-            "early stopping) is %d images held out from train/ (data.val_fraction=%g, seeded, stratified), %d train",
-            self.root,
-            len(splits["val"].labels),
-            len(val.labels),
-            self.val_fraction,
-            len(train.labels),
-        )
+        # Choosing the checkpoint on the images that report the test accuracy would make it optimistic.
+        splits["val"].source += " (no test/ folder: val/ is the test split, never used to choose)"
         return names, {"train": train, "val": val, "test": splits["val"]}

@@ -96,4 +96,9 @@ class PhotosDataModule(ImageClassificationDataModule):
                     crops = crops_in_cell(photo, boxes[cell], self.crops_per_cell, self.crop_size, rng)
                     splits[name].images.extend(crops)
                     splits[name].labels.extend([label] * len(crops))
+        for name, count in zip(SPLITS, self.cells, strict=True):
+            splits[name].source = (
+                f"{self.crops_per_cell} crops in each of {count} of the {self.grid}×{self.grid} cells of each "
+                f"photograph (data.cells, seed {self.seed})"
+            )
         return list(loaders), splits
