@@ -119,8 +119,10 @@ def test_the_start_lines_say_each_splits_origin_and_warn_of_imbalance(caplog):
 
 
 def test_a_bad_val_fraction_or_a_class_too_small_to_hold_out_from_is_a_clear_error(tmp_path):
-    for fraction in (0, 1, 1.5, -0.1):
-        with pytest.raises(TransferlabError, match=rf"data.val_fraction={fraction}: choose a fraction between 0 and 1"):
+    for fraction in (1, 1.5, -0.1):
+        with pytest.raises(
+            TransferlabError, match=rf"data.val_fraction={fraction}: choose a fraction of train/ .* from 0"
+        ):
             ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG, val_fraction=fraction)
     write_colour_images(tmp_path / "train", 2, 0)
     write_colour_images(tmp_path / "val", 2, 1)

@@ -464,3 +464,33 @@ def test_zero_epochs_is_one_clear_error_not_infinity_in_metrics_json(offline_env
     assert result.returncode == 1 and "trainer.max_epochs=0: train at least one epoch" in output
     assert "Traceback" not in output
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed", "strict JSON, and says so"
+
+
+def test_val_fraction_0_trains_every_epoch_on_all_of_train_and_tests_the_last_weights(tmp_path):
+    """A fixed recipe (fastai, Keras): no validation split, no early stopping, the last epoch is tested."""
+    from conftest import write_colour_images
+
+    write_colour_images(tmp_path / "photos" / "train", 8, 0)
+    write_colour_images(tmp_path / "photos" / "val", 4, 1)
+    cfg = compose_config(
+        [
+            *TINY,
+            f"data.root={tmp_path / 'photos'}",
+            "data.val_fraction=0",
+            "model=small_cnn",
+            "strategy=scratch",
+            "trainer.max_epochs=3",
+            "callbacks.early_stopping.patience=1",  # would stop a run that selects; this one cannot
+        ],
+        tmp_path / "run",
+    )
+    metrics = train(cfg)
+    assert metrics["val/acc_best"] is None and metrics["epochs"] == 3
+    assert (metrics["data/train_size"], metrics["data/val_size"], metrics["data/test_size"]) == (24, 0, 12)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    best, last = (
+        torch.load(checkpoints / f"{n}.ckpt", map_location="cpu", weights_only=False) for n in ("best", "last")
+    )
+    assert best["epoch"] == last["epoch"] == 2, "best.ckpt is the last epoch's weights"
+    assert all(torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in last["state_dict"])
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val/acc_best"] is None

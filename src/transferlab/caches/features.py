@@ -235,6 +235,8 @@ def cache_features(
     folder = Path(directory).expanduser() if directory else None
     splits = {}
     for split in ("train", "val") if until_epoch is not None else ("train", "val", "test"):
+        if split not in datamodule.splits:
+            continue  # no validation split (data.val_fraction=0)
         augment = split == "train" and augmenting
         features = split_features(module, datamodule, split, augment, views if augment else 1, folder)
         splits[split] = FeatureViews(features, datamodule.splits[split].labels)

@@ -70,6 +70,11 @@ def split_lines(class_names: Sequence[str], splits: dict[str, Split]) -> tuple[l
             low, high = counts.min(), counts.max()
             per_class = f"{low:,} a class" if low == high else f"{low:,}–{high:,} a class"
         lines.append(f"  {name:<5} {len(split.labels):>7,} images ({per_class}): {split.source or 'as given'}")
+        if name == "train" and "val" not in splits:
+            lines.append(
+                "  val      none: data.val_fraction=0, so nothing chooses an epoch or stops early: the run trains "
+                "every epoch on all of train/ and tests the last epoch's weights"
+            )
         if name == "train" and counts.min() > 0 and counts.max() > IMBALANCED * counts.min():
             small, large = int(counts.argmin()), int(counts.argmax())
             warnings.append(
@@ -222,10 +227,19 @@ class ImageClassificationDataModule(L.LightningDataModule):
         for warning in warnings:
             log.warning("%s", warning)
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether a validation split chooses the best epoch and stops early (not with data.val_fraction=0)."""
+        self.setup()
+        return "val" in self.splits
+
     def split_sizes(self) -> dict[str, int]:
         """Images in each split, for metrics.json: {"data/train_size": …, "data/val_size": …, "data/test_size": …}."""
         self.setup()  # returns at once when the splits are known
-        return {f"data/{name}_size": len(self.splits[name].labels) for name in ("train", "val", "test")}
+        return {
+            f"data/{name}_size": len(self.splits[name].labels) if name in self.splits else 0
+            for name in ("train", "val", "test")
+        }
 
     def _split_pool(self, pool: Split) -> dict[str, Split]:
         train_f, val_f, test_f = self.split_fractions
@@ -331,8 +345,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", augment=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", augment=False)
+    def val_dataloader(self) -> DataLoader | list:
+        return self.loader("val", augment=False) if "val" in self.splits else []  # none: data.val_fraction=0
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test", augment=False)

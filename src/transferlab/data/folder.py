@@ -83,9 +83,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             raise TransferlabError(
                 "data=image_folder needs data.root=PATH (train/ val/ [test/] class folders, or class folders)"
             )
-        if not 0 < val_fraction < 1:
+        if not 0 <= val_fraction < 1:
             raise TransferlabError(
-                f"data.val_fraction={val_fraction}: choose a fraction between 0 and 1 of train/ to hold out for validation (e.g. 0.2)"
+                f"data.val_fraction={val_fraction}: choose a fraction of train/ to hold out for validation, from 0 "
+                "(none: train on all of train/ and keep the last epoch) to below 1 (e.g. 0.2)"
             )
         self.root = Path(root).expanduser()
         self.val_fraction = val_fraction
@@ -113,7 +114,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         }
         if "test" in splits:
             return names, splits
-        train, val = carve_validation(splits["train"], names, self.val_fraction, self.seed, self.root / "train")
         # Choosing the checkpoint on the images that report the test accuracy would make it optimistic.
         splits["val"].source += " (no test/ folder: val/ is the test split, never used to choose)"
+        if self.val_fraction == 0:  # a fixed recipe (fastai, Keras): all of train/, the last epoch's weights
+            return names, {"train": splits["train"], "test": splits["val"]}
+        train, val = carve_validation(splits["train"], names, self.val_fraction, self.seed, self.root / "train")
         return names, {"train": train, "val": val, "test": splits["val"]}

@@ -196,12 +196,19 @@ def override_key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
 
 
-def callbacks(cfg: DictConfig, freeze_policy: FreezePolicy, *extra: Callback) -> list[Callback]:
-    """The policy, per-batch reseeding, what the run needs besides (`extra`), then `callbacks:`."""
+def callbacks(
+    cfg: DictConfig, freeze_policy: FreezePolicy, *extra: Callback, validation: bool = True
+) -> list[Callback]:
+    """The policy, per-batch reseeding, what the run needs besides (`extra`), then `callbacks:`.
+    Without a validation split (`validation=False`) nothing selects or stops early: best.ckpt is the
+    last epoch's weights."""
+    nodes = dict(cfg.get("callbacks") or {})
+    if not validation:
+        nodes.pop("early_stopping", None)
+        if nodes.get("model_checkpoint") is not None:
+            nodes["model_checkpoint"] = OmegaConf.merge(nodes["model_checkpoint"], {"monitor": None})
     # An entry set to null is switched off (a recipe without early stopping: callbacks.early_stopping=null).
-    configured = [
-        built(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items() if node is not None
-    ]
+    configured = [built(f"callbacks.{name}", node) for name, node in nodes.items() if node is not None]
     if not cfg.get("verbose"):  # the layer table is upstream's detail: verbose=true prints it
         configured = [c for c in configured if not isinstance(c, ModelSummary)]
     if not cfg.get("logger"):  # logger=none: the monitor writes only to loggers, and refuses a run without one

@@ -164,7 +164,10 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
         module, datamodule, policy.frozen_backbone_epochs, checkpoint_to_resume
     )
     placement = {"devices": job_devices(job.number)} if cfg.get("gpu_per_job") else {}
-    trainer = build.trainer(cfg, build.callbacks(cfg, policy, *feature_switch), build.loggers(cfg), **placement)
+    if not datamodule.has_validation:  # data.val_fraction=0: train every epoch, test the last one
+        placement["limit_val_batches"] = 0
+    run_callbacks = build.callbacks(cfg, policy, *feature_switch, validation=datamodule.has_validation)
+    trainer = build.trainer(cfg, run_callbacks, build.loggers(cfg), **placement)
     tuned = {}
     if cfg.get("tune") and cfg.tune.lr_find and checkpoint_to_resume is None:  # a resumed run keeps its rate
         options = {k: cfg.tune[k] for k in ("min_lr", "max_lr", "num_training")}
@@ -186,7 +189,7 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
     metrics = {
         "test/acc": test_metrics["test/acc"],
         "test/loss": test_metrics["test/loss"],
-        "val/acc_best": float(module.val_acc_best.compute()),
+        "val/acc_best": float(module.val_acc_best.compute()) if datamodule.has_validation else None,
         "model/params/trainable": trainable,
         "model/params/total": total,
         "time/fit_s": round(fit_seconds, 2),
@@ -208,10 +211,13 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
         log_final_hparams(
             trainer.loggers,
             hyperparameters(cfg, strategy, job.choices),
-            {k: metrics[k] for k in ("test/acc", "val/acc_best")},
+            {k: metrics[k] for k in ("test/acc", "val/acc_best") if metrics[k] is not None},
         )
         write_json(job.output_dir / "metrics.json", metrics)
-    log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], job.output_dir)
+    if datamodule.has_validation:
+        log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], job.output_dir)
+    else:
+        log.info("test/acc %.4f (the last epoch's weights; no val split) — %s", metrics["test/acc"], job.output_dir)
     return metrics
 
 
