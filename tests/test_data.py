@@ -111,7 +111,8 @@ def test_the_start_lines_say_each_splits_origin_and_warn_of_imbalance(caplog):
 
     labels = [0] * 40 + [1] * 12 + [2] * 13
     lines, warnings = split_lines(["cat", "dog", "fox"], {"train": Split([None] * 65, labels, "a CSV file")})
-    assert lines == ["  train      65 images (cat 40, dog 12, fox 13): a CSV file"]
+    assert lines[0] == "  train      65 images (cat 40, dog 12, fox 13): a CSV file"
+    assert lines[1].startswith("  val      none: data.val_fraction=0, so nothing chooses an epoch")
     assert warnings == [
         "imbalanced: the train split has 40 'cat' images but 12 'dog'; see balanced accuracy and per-class F1 in metrics.json"
     ]
