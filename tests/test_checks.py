@@ -169,7 +169,11 @@ def script(name: str, *arguments: str, env: dict, cwd: Path = ROOT) -> subproces
         ("export", ["ckpt=best.ckpt", "formt=onnx"], "formt: no such key (did you mean format?)"),
         ("export", ["ckpt=best.ckpt", "format=gif"], "format=gif: choose onnx or torchscript"),
         ("export", ["ckpt=best.ckpt"], "missing format= (python src/export.py --help)"),
-        ("cache", ["clear=everything"], "clear=everything: use clear=true or one of feature_cache, decoded_cache"),
+        (
+            "cache",
+            ["clear=everything"],
+            "clear=everything: use clear=true or one of feature_cache, decoded_cache, scan_cache",
+        ),
         ("report", ["runs=nowhere"], "no run directories (with .hydra/config.yaml) under nowhere"),
         ("report", [], "missing runs= (python src/report.py --help)"),
     ],

@@ -363,6 +363,8 @@ def test_an_existing_copy_is_used_without_downloading(server, tmp_path):
 
 
 def test_pet_images_bad_files_are_reported_and_skipped_odd_formats_converted(server, tmp_path, caplog):
+    from transferlab.data import scan
+
     module = CatsVsDogsDataModule(
         url=server.url("kagglecatsanddogs_5340.zip"),
         filename="kagglecatsanddogs_5340.zip",
@@ -370,11 +372,12 @@ def test_pet_images_bad_files_are_reported_and_skipped_odd_formats_converted(ser
         data_config=CONFIG,
         num_workers=0,
         split_fractions=[0.4, 0.1, 0.1],
+        scan_cache_dir=str(tmp_path / "scan_cache"),
     )
     module.prepare_data()
     module.setup()
     root = tmp_path / "PetImages"
-    report = (root / "bad_images.txt").read_text()
+    report = scan.cache_paths(root, tmp_path / "scan_cache")[1].read_text()
     assert sorted(Path(line.split("\t")[0]).name for line in report.splitlines()) == sorted(BAD_CATS)
     assert "skipped 3 unusable image file(s) of 28" in caplog.text and "bad_images.txt" in caplog.text
     total = sum(len(split.labels) for split in module.splits.values())
@@ -395,6 +398,7 @@ def test_the_scan_is_cached_and_redone_for_changed_files(server, tmp_path, monke
         data_dir=str(tmp_path),
         data_config=CONFIG,
         split_fractions=[0.4, 0.1, 0.1],
+        scan_cache_dir=str(tmp_path / "scan_cache"),
     )
     module.prepare_data()
     module.setup()
@@ -408,10 +412,11 @@ def test_the_scan_is_cached_and_redone_for_changed_files(server, tmp_path, monke
         data_dir=str(tmp_path),
         data_config=CONFIG,
         split_fractions=[0.4, 0.1, 0.1],
+        scan_cache_dir=str(tmp_path / "scan_cache"),
     )
     again.setup()
     assert checked == ["zero.jpg"]
-    assert "zero.jpg" not in (tmp_path / "PetImages" / "bad_images.txt").read_text()
+    assert "zero.jpg" not in scan.cache_paths(tmp_path / "PetImages", tmp_path / "scan_cache")[1].read_text()
 
 
 def test_a_large_folder_is_checked_on_every_core_with_the_same_result(tmp_path, monkeypatch):
@@ -429,12 +434,14 @@ def test_a_large_folder_is_checked_on_every_core_with_the_same_result(tmp_path, 
     monkeypatch.setattr(
         scan, "ProcessPoolExecutor", lambda **options: pools.append(options) or original_pool(**options)
     )
-    in_parallel = scan.scan(tmp_path, files)
-    parallel_report = (tmp_path / scan.REPORT_NAME).read_text()
-    (tmp_path / scan.CACHE_NAME).unlink()
+    cache, report = scan.cache_paths(tmp_path, tmp_path.parent / "scan_cache")
+    in_parallel = scan.scan(tmp_path, files, cache.parent)
+    parallel_report = report.read_text()
+    cache.unlink()
     monkeypatch.setattr(scan, "PARALLEL_FROM", 10**9)
-    assert scan.scan(tmp_path, files) == in_parallel and len(pools) == (1 if len(os.sched_getaffinity(0)) > 1 else 0)
-    assert len(in_parallel) == count and (tmp_path / scan.REPORT_NAME).read_text() == parallel_report
+    assert scan.scan(tmp_path, files, cache.parent) == in_parallel
+    assert len(pools) == (1 if len(os.sched_getaffinity(0)) > 1 else 0)
+    assert len(in_parallel) == count and report.read_text() == parallel_report
     assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in parallel_report.splitlines()) == sorted(broken)
 
 
@@ -444,14 +451,14 @@ def test_a_damaged_scan_cache_is_reported_and_every_file_checked_again(tmp_path,
     for i in range(3):
         (tmp_path / f"{i}.jpg").write_bytes(jpeg(1, seed=i))
     files = sorted(tmp_path.glob("*.jpg"))
+    cache = scan.cache_paths(tmp_path, tmp_path / "cache")[0]
+    cache.parent.mkdir()
     for damaged in ('{"0.jpg": 5}', '["0.jpg"]', '{"0.jpg": [1, 2'):
-        (tmp_path / scan.CACHE_NAME).write_text(damaged)
+        cache.write_text(damaged)
         caplog.clear()
-        assert scan.scan(tmp_path, files) == files
-        assert (
-            f"scan cache {tmp_path / scan.CACHE_NAME} is" in caplog.text and "checking every image again" in caplog.text
-        )
-        assert sorted(json.loads((tmp_path / scan.CACHE_NAME).read_text())) == ["0.jpg", "1.jpg", "2.jpg"]
+        assert scan.scan(tmp_path, files, cache.parent) == files
+        assert f"scan cache {cache} is" in caplog.text and "checking every image again" in caplog.text
+        assert sorted(json.loads(cache.read_text())) == ["0.jpg", "1.jpg", "2.jpg"]
 
 
 def test_two_jobs_scanning_one_folder_at_once_check_each_file_once(tmp_path, monkeypatch, caplog):
@@ -472,10 +479,45 @@ def test_two_jobs_scanning_one_folder_at_once_check_each_file_once(tmp_path, mon
         return original(path)
 
     monkeypatch.setattr(scan, "problem_with", held)
-    jobs = [threading.Thread(target=lambda: results.append(scan.scan(tmp_path, files)), daemon=True) for _ in range(2)]
+    cache_dir = tmp_path.parent / f"{tmp_path.name}-cache"
+    jobs = [
+        threading.Thread(target=lambda: results.append(scan.scan(tmp_path, files, cache_dir)), daemon=True)
+        for _ in range(2)
+    ]
     run_while_one_waits(jobs, caplog, "waiting for another process that is writing", lambda: len(checked), release)
     assert results == [files, files] and sorted(checked) == ["0.jpg", "1.jpg", "2.jpg"]
-    assert listing(tmp_path) == [scan.CACHE_NAME, *(f.name for f in files)], "no partial file left"
+    assert listing(tmp_path) == [f.name for f in files], "nothing written into the data folder"
+    cache = scan.cache_paths(tmp_path, cache_dir)[0]
+    assert listing(cache_dir) == [cache.name], "no partial file left"
+
+
+def test_a_read_only_data_folder_is_scanned_cached_elsewhere_and_left_as_it_was(tmp_path, caplog):
+    from transferlab.data import ImageFolderDataModule, scan
+
+    root = tmp_path / "shared"
+    for split, count in (("train", 4), ("val", 2)):
+        for name in ("ants", "bees"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                (root / split / name / f"{i}.jpg").write_bytes(jpeg(1, seed=i))
+    (root / "train" / "ants" / "broken.jpg").write_bytes(b"not an image")
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        folder.chmod(0o555)  # as on a shared, read-only mount (root may still write: the listing checks)
+    try:
+        for _ in range(2):  # the second run reads the cache
+            module = ImageFolderDataModule(
+                root=str(root), data_config=CONFIG, num_workers=0, val_fraction=0.5, scan_cache_dir=str(tmp_path / "c")
+            )
+            module.setup()
+            assert module.split_sizes() == {"data/train_size": 4, "data/val_size": 4, "data/test_size": 4}
+    finally:
+        for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+            folder.chmod(0o755)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before, "nothing written into the data folder"
+    cache, report = scan.cache_paths(root / "train", tmp_path / "c")
+    assert "broken.jpg" in report.read_text() and len(json.loads(cache.read_text())) == 9
+    assert cache.name.startswith("train-") and cache != scan.cache_paths(root / "val", tmp_path / "c")[0]
 
 
 def test_a_class_folder_with_only_broken_files_is_an_error_before_training(tmp_path):

@@ -220,7 +220,7 @@ def test_the_cache_tool_reports_and_clears_the_caches(tmp_path, offline_env):
         and (tmp_path / "feature_cache").exists()
     )
     wrong = cache("clear=everything")
-    assert wrong.returncode == 1 and "use clear=true or one of feature_cache, decoded_cache" in wrong.stderr
+    assert wrong.returncode == 1 and "use clear=true or one of feature_cache, decoded_cache, scan_cache" in wrong.stderr
 
 
 def test_the_key_changes_with_the_decoding_libraries(photo_folder, monkeypatch):

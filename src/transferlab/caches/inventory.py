@@ -1,7 +1,7 @@
-"""What the feature and decode caches hold on disk, and emptying them (src/cache.py).
+"""What the feature, decode and scan caches hold on disk, and emptying them (src/cache.py).
 
 The caches are where a run with the same overrides keeps them: the composed training config's
-feature_cache.dir and data.decode_cache_dir, which the caller composes and passes in. Nothing is
+feature_cache.dir, data.decode_cache_dir and data.scan_cache_dir, which the caller composes and passes in. Nothing is
 evicted automatically: a cache file is only reused by a run with the same backbone weights,
 preprocessing and files, so old entries are safe to delete at any time (the next run that needs one
 recomputes it).
@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from transferlab.errors import TransferlabError
 
-CACHES = ("feature_cache", "decoded_cache")
+CACHES = ("feature_cache", "decoded_cache", "scan_cache")
 
 
 def cache_dirs(cfg: DictConfig) -> dict[str, Path]:
@@ -24,8 +24,10 @@ def cache_dirs(cfg: DictConfig) -> dict[str, Path]:
     data_dir = Path(cfg.paths.data_dir)
     # A dataset without a decode cache (digits) names no folder: the one the image datasets share.
     decoded = cfg.data.get("decode_cache_dir") or data_dir / "decoded_cache"
+    scanned = cfg.data.get("scan_cache_dir") or data_dir / "scan_cache"
     features = (cfg.get("feature_cache") or {}).get("dir") or data_dir / "feature_cache"
-    return {"feature_cache": Path(str(features)).expanduser(), "decoded_cache": Path(str(decoded)).expanduser()}
+    folders = {"feature_cache": features, "decoded_cache": decoded, "scan_cache": scanned}
+    return {name: Path(str(folder)).expanduser() for name, folder in folders.items()}
 
 
 def sizes(folders: dict[str, Path]) -> dict[str, tuple[int, int]]:
@@ -39,7 +41,7 @@ def sizes(folders: dict[str, Path]) -> dict[str, tuple[int, int]]:
 
 
 def to_clear(clear: bool | str) -> list[str]:
-    """The caches `clear=` names: true → both, false → none, or one of `CACHES` by name."""
+    """The caches `clear=` names: true → all, false → none, or one of `CACHES` by name."""
     if isinstance(clear, bool):
         return list(CACHES) if clear else []
     if clear in CACHES:

@@ -19,7 +19,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def class_folders(root: Path) -> dict[str, list[Path]]:
+def class_folders(root: Path, scan_cache_dir: Path | None = None) -> dict[str, list[Path]]:
     """Class name → its usable image files, for every sub-folder of `root` (unusable ones are reported)."""
     listed = {
         folder.name: sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -27,7 +27,7 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
     }
     if not listed:
         raise TransferlabError(f"{root} holds no class folders")
-    usable = set(scan(root, [path for files in listed.values() for path in files]))
+    usable = set(scan(root, [path for files in listed.values() for path in files], scan_cache_dir))
     classes = {}
     for name, files in listed.items():
         classes[name] = [path for path in files if path in usable]
@@ -75,9 +75,12 @@ def carve_validation(
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):
-    """`val_fraction`: the share of train/ held out for validation when there is no test/ folder."""
+    """`val_fraction`: the share of train/ held out for validation when there is no test/ folder.
+    `scan_cache_dir`: where the check of every image file is cached (None: checked on every run)."""
 
-    def __init__(self, root: str | None = None, val_fraction: float = 0.2, **kwargs) -> None:
+    def __init__(
+        self, root: str | None = None, val_fraction: float = 0.2, scan_cache_dir: str | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         if not root:
             raise TransferlabError(
@@ -90,6 +93,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             )
         self.root = Path(root).expanduser()
         self.val_fraction = val_fraction
+        self.scan_cache_dir = Path(scan_cache_dir).expanduser() if scan_cache_dir else None
 
     def describe(self) -> str:
         return f"the folder {self.root}"
@@ -98,12 +102,16 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         if not self.root.is_dir():
             raise TransferlabError(f"data.root={self.root} is not a directory")
         if not (self.root / "train").is_dir():
-            classes = class_folders(self.root)
+            classes = class_folders(self.root, self.scan_cache_dir)
             names = list(classes)
             return names, {"all": as_split(classes, names, f"the folder {self.root}")}
         if not (self.root / "val").is_dir():
             raise TransferlabError(f"{self.root} has train/ but no val/ folder")
-        found = {name: class_folders(self.root / name) for name in SPLIT_NAMES if (self.root / name).is_dir()}
+        found = {
+            name: class_folders(self.root / name, self.scan_cache_dir)
+            for name in SPLIT_NAMES
+            if (self.root / name).is_dir()
+        }
         names = list(found["train"])
         for split_name, classes in found.items():
             if list(classes) != names:

@@ -2,15 +2,17 @@
 
 Every file is decoded fully once (zero-byte, truncated, undecodable and
 non-image files fail here instead of in the middle of epoch 7). Results are
-cached per folder in `.transferlab-scan.json`, keyed by each file's size and
-modification time, so a later run re-checks only files that changed. Unusable
-files are listed in `bad_images.txt` beside the cache and skipped. Jobs of a sweep
-that scan the same folder at once take turns: the first checks, the others read
-its cache.
+cached per folder in the scan cache directory (`data.scan_cache_dir`), never in
+the data folder, which may be shared, read-only or under version control: one
+file per folder, named by its path, holding each file's size and modification
+time, so a later run re-checks only files that changed. Unusable files are listed
+in a `*-bad_images.txt` beside the cache and skipped. Jobs of a sweep that scan
+the same folder at once take turns: the first checks, the others read its cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,9 +27,14 @@ from transferlab.files import locked, partial_path
 
 log = logging.getLogger(__name__)
 
-CACHE_NAME = ".transferlab-scan.json"
 PARALLEL_FROM = 500  # files; fewer are checked faster than worker processes start
-REPORT_NAME = "bad_images.txt"
+
+
+def cache_paths(root: Path, cache_dir: Path) -> tuple[Path, Path]:
+    """The scan cache of folder `root` and its report of unusable files: named by the folder's name and
+    a digest of its absolute path, so two folders never share one, and a moved folder is scanned anew."""
+    key = f"{root.name}-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]}"
+    return cache_dir / f"{key}.json", cache_dir / f"{key}-bad_images.txt"
 
 
 def problem_with(path: Path) -> str | None:
@@ -52,16 +59,23 @@ def checked_in_parallel(paths: list[Path]) -> Iterator[str | None]:
         yield from pool.map(problem_with, paths, chunksize=64)
 
 
-def scan(root: Path, files: list[Path]) -> list[Path]:
-    """The usable files among `files` (all under `root`); writes the report of the others."""
-    cache_path = root / CACHE_NAME
+def scan(root: Path, files: list[Path], cache_dir: Path | None) -> list[Path]:
+    """The usable files among `files` (all under `root`); writes the report of the others under
+    `cache_dir` (None: no cache, every file checked, the report in the log only)."""
+    if cache_dir is None:
+        problems = dict(zip(files, checked_in_parallel(files), strict=True))
+        bad = [(path, problem) for path, problem in problems.items() if problem]
+        if bad:
+            first = ", ".join(f"{path} ({problem})" for path, problem in bad[:5])
+            log.warning("%s: skipped %d unusable image file(s) of %d: %s", root, len(bad), len(files), first)
+        return [path for path, problem in problems.items() if not problem]
+    cache_path, report = cache_paths(root, Path(cache_dir).expanduser())
     with locked(cache_path):
         results = _results(root, files, _read_cache(cache_path))
         _write(cache_path, json.dumps(results))
         problem_of = {path: results[str(path.relative_to(root))][2] for path in files}
         bad = [(path, problem) for path, problem in problem_of.items() if problem]
         if bad:
-            report = root / REPORT_NAME
             written = _write(report, "".join(f"{path}\t{problem}\n" for path, problem in bad))
             where = (
                 report
@@ -111,8 +125,8 @@ def _read_cache(path: Path) -> dict[str, list]:
 
 
 def _write(path: Path, text: str) -> bool:
-    """Write under a name of this process's own, then rename into place; a read-only dataset folder
-    only loses the cache, not the run."""
+    """Write under a name of this process's own, then rename into place; a cache directory that cannot
+    be written only loses the cache, not the run."""
     partial = partial_path(path)
     try:
         partial.write_text(text)
