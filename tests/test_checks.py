@@ -199,5 +199,5 @@ def test_the_report_lists_a_run_whose_files_are_corrupt_as_unreadable(tmp_path):
         (tmp_path / name / ".hydra" / "config.yaml").write_text("model:\n  name: m\n")
         (tmp_path / name / "metrics.json").write_text(metrics)
     text = report(tmp_path).read_text()
-    assert "1 completed, 0 failed, 0 unfinished, 1 unreadable" in text
+    assert "1 completed, 1 unreadable." in text
     assert "| unreadable | ? | ? | ? | metrics.json: Unterminated string" in text

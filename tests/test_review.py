@@ -74,14 +74,76 @@ def test_the_sweep_report_matches_the_runs_and_lists_failures(sweep, tmp_path):
     assert "2 completed, 1 failed, 1 unfinished" in text
     for run in ("0_scratch", "1_head_only"):
         metrics = json.loads((sweep / run / "metrics.json").read_text())
-        row = next(line for line in text.splitlines() if f"`{run}`" in line)
-        assert f"{metrics['test/acc']:.4f}" in row and metrics["strategy"] in row and metrics["model"] in row
+        row = next(line for line in text.splitlines() if f"`{run}/checkpoints/best.ckpt`" in line)
+        assert f"{metrics['test/acc']:.4f} [" in row and metrics["strategy"] in row and metrics["model"] in row
+        assert (sweep / run / "test_predictions.csv").is_file()
     assert "| failed | image_folder | small_cnn |" in text and "no pretrained weights" in text
     assert "| unfinished |" in text and "`3_killed`" in text
+    starred = next(line for line in text.splitlines() if line.startswith("| ★ |"))
     best = max(
-        ("0_scratch", "1_head_only"), key=lambda r: json.loads((sweep / r / "metrics.json").read_text())["test/acc"]
+        ("0_scratch", "1_head_only"), key=lambda r: json.loads((sweep / r / "metrics.json").read_text())["val/acc_best"]
     )
-    assert next(line for line in text.splitlines() if f"`{best}`" in line).startswith("| ★ |")
+    assert f"`{best}/checkpoints/best.ckpt`" in starred or (
+        json.loads((sweep / "0_scratch" / "metrics.json").read_text())["val/acc_best"]
+        == json.loads((sweep / "1_head_only" / "metrics.json").read_text())["val/acc_best"]
+    ), "the best by validation accuracy, not by test"
+    assert "## Is the winner really better?" in text and "exact McNemar p" in text
+
+
+def fake_run(root: Path, name: str, overrides: list[str], seed: int, val: float, right: list[bool]) -> None:
+    """A completed run as src/train.py leaves it: config, overrides, metrics, test predictions."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("model:\n  name: resnet18\ndata:\n  root: /home/me/photos\n")
+    (run / ".hydra" / "hydra.yaml").write_text(
+        json.dumps({"hydra": {"overrides": {"task": [*overrides, f"seed={seed}"]}, "runtime": {"choices": {}}}})
+    )
+    metrics = {
+        "status": "completed", "model": "resnet18", "data": "image_folder", "strategy": "head_only", "seed": seed,
+        "test/acc": sum(right) / len(right), "val/acc_best": val, "data/test_size": len(right), "time/fit_s": 10.0,
+        "best_checkpoint": str(run / "checkpoints" / "best.ckpt"),
+    }  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    rows = ["index,file,label,prediction,confidence"]
+    rows += [f"{i},/photos/{i}.jpg,cat,{'cat' if ok else 'dog'},0.9" for i, ok in enumerate(right)]
+    (run / "test_predictions.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_the_report_chooses_on_validation_and_says_how_sure_the_comparison_is(tmp_path):
+    from scipy.stats import binomtest
+
+    from transferlab.review.report import report
+
+    # Recipe A: best on validation, worse on test (one seed). Recipe B: better test, worse val (two seeds).
+    a = [True] * 80 + [False] * 20
+    b1 = (
+        [True] * 70 + [False] * 5 + [True] * 20 + [False] * 5
+    )  # right on 15 images A gets wrong, wrong on 10 A gets right
+    b2 = [True] * 90 + [False] * 10
+    fake_run(tmp_path, "0", ["optimizer.lr=0.01"], 1, 0.95, a)
+    fake_run(tmp_path, "1", ["optimizer.lr=0.1"], 1, 0.90, b1)
+    fake_run(tmp_path, "2", ["optimizer.lr=0.1"], 2, 0.91, b2)
+    text = report(tmp_path).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "image_folder" in line]
+    assert rows[0].startswith(
+        "| ★ | image_folder (photos) | `optimizer.lr=0.01` | 1 | 0.9500 | 0.8000 [0.711, 0.867] |"
+    )
+    # Two seeds: mean ± sample std, and the t interval of the mean (t(0.975, 1) = 12.706), kept within [0, 1].
+    assert rows[1].startswith(
+        "|  | image_folder (photos) | `optimizer.lr=0.1` | 2 | 0.9050 | 0.9000 ± 0.0000 [0.900, 0.900] |"
+    )
+    assert "`0/checkpoints/best.ckpt`" in rows[0]
+    # Paired on seed 1, the seed both recipes ran.
+    only_a = sum(x and not y for x, y in zip(a, b1))
+    only_b = sum(y and not x for x, y in zip(a, b1))
+    p = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
+    assert (
+        f"`optimizer.lr=0.01` alone right on {only_a} test images, `optimizer.lr=0.1` alone on {only_b}; "
+        f"p = {p:.3g}, a real difference, in favour of `optimizer.lr=0.1` (exact McNemar p < 0.05)" in text
+    ), "the validation choice loses on test here, and the report says so"
+    # Different test images cannot be paired.
+    (tmp_path / "1" / "test_predictions.csv").write_text("index,file,label,prediction,confidence\n0,/x.jpg,cat,cat,1\n")
+    assert "no paired test: the two runs were tested on different images" in report(tmp_path).read_text()
 
 
 def test_predict_reports_unreadable_files_and_predicts_the_rest(sweep, colour_folder, tmp_path):
@@ -288,3 +350,24 @@ def test_tensorboard_shows_every_run_of_a_sweep_with_its_final_metrics(colour_fo
         assert row["strategy"] == metrics["strategy"]
         assert row["test/acc"] == pytest.approx(metrics["test/acc"], rel=1e-6)
         assert row["val/acc_best"] == pytest.approx(metrics["val/acc_best"], rel=1e-6)
+
+
+def test_the_intervals_and_the_paired_test_equal_their_closed_forms():
+    from scipy.stats import binomtest
+
+    from transferlab.review.statistics import mcnemar, seed_interval, wilson
+
+    assert wilson(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # the textbook example
+    low, high = wilson(136, 153)
+    share, z, n = 136 / 153, 1.959964, 153
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    assert (low + high) / 2 == pytest.approx(centre, abs=1e-6) and high < 1
+    assert wilson(153, 153)[1] == 1.0 and wilson(0, 20)[0] == 0.0
+    summary = seed_interval([0.90, 0.92, 0.91])
+    assert (summary.mean, summary.std) == pytest.approx((0.91, 0.01))
+    assert summary.high - summary.mean == pytest.approx(4.302653 * 0.01 / 3**0.5, abs=1e-6)  # t(0.975, 2)
+    first, second = [True] * 10 + [False] * 5, [False] * 3 + [True] * 12
+    result = mcnemar(first, second)
+    assert (result.only_first, result.only_second) == (3, 5)
+    assert result.p_value == pytest.approx(binomtest(3, 8, 0.5).pvalue) == pytest.approx(0.7265625)
+    assert mcnemar([True, False], [True, False]).p_value == 1.0, "no image tells them apart"
