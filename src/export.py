@@ -4,8 +4,9 @@
     python src/export.py ckpt=... format=torchscript out=model.pt
 
 Keys: conf/export.yaml. The exported model takes normalised images (N, 3, H, W) at the checkpoint's
-input size and returns class logits; after writing it, both run on the same batch and the largest
-difference is reported (src/transferlab/review/export.py).
+input size and returns class logits; the file carries the class names and the preprocessing. After
+writing it, both run on the same real images (the run's test images, or images=) and the largest
+difference is reported (src/transferlab/review/export.py); examples/predict_onnx.py uses it alone.
 """
 
 import hydra
@@ -20,8 +21,9 @@ from transferlab.review.export import export
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     require_keys(cfg, "src/export.py")
-    written, difference = export(str(cfg.ckpt), str(cfg["format"]), cfg.out and str(cfg.out))
-    print(f"wrote {written}; largest difference from the checkpoint on a test batch: {difference:.2e}")
+    images = cfg.images and str(cfg.images)
+    written, difference, count = export(str(cfg.ckpt), str(cfg["format"]), cfg.out and str(cfg.out), images)
+    print(f"wrote {written}; largest difference from the checkpoint on {count} images: {difference:.2e}")
 
 
 if __name__ == "__main__":

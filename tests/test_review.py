@@ -13,8 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from transferlab.errors import TransferlabError
 from transferlab.review.export import export
 from transferlab.review.inference import load_classifier, predict
 from transferlab.run.pipeline import train
@@ -185,15 +187,33 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(sweep, colour_fo
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_the_checkpoint(sweep, fmt, tmp_path):
+def test_export_matches_the_checkpoint_on_real_images_and_carries_its_preprocessing(sweep, fmt, tmp_path):
     checkpoint = sweep / "0_scratch" / "checkpoints" / "best.ckpt"
-    written, difference = export(str(checkpoint), fmt, str(tmp_path / f"model.{fmt}"))
+    written, difference, count = export(str(checkpoint), fmt, str(tmp_path / f"model.{fmt}"))
     assert written.stat().st_size > 10_000 and difference < 1e-4
+    assert count == 16, "checked on 16 of the run's 18 real test images (test_predictions.csv)"
+    if fmt == "onnx":
+        import onnxruntime
+
+        meta = onnxruntime.InferenceSession(str(written)).get_modelmeta().custom_metadata_map
+    else:
+        extra = {"transferlab.json": ""}
+        torch.jit.load(str(written), _extra_files=extra)
+        meta = json.loads(extra["transferlab.json"])
+    assert json.loads(meta["class_names"]) == ["blue", "green", "red"]
+    assert (meta["input_size"], meta["resize_size"], meta["model"], meta["strategy"]) == (
+        "32",
+        "32",
+        "small_cnn",
+        "scratch",
+    )
+    assert json.loads(meta["mean"]) == pytest.approx([0.485, 0.456, 0.406])
     # src/export.py: the same file, without out= beside the checkpoint, and nothing in the current folder.
     where = tmp_path / "cwd"
     where.mkdir()
-    copy = tmp_path / "copy.ckpt"
-    shutil.copy(checkpoint, copy)
+    run = tmp_path / "run"
+    shutil.copytree(sweep / "0_scratch", run)
+    copy = run / "checkpoints" / "best.ckpt"
     result = subprocess.run(
         [sys.executable, str(ROOT / "src" / "export.py"), f"ckpt={copy}", f"format={fmt}"],
         capture_output=True,
@@ -203,8 +223,42 @@ def test_export_matches_the_checkpoint(sweep, fmt, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     beside = copy.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
-    assert result.stdout.startswith(f"wrote {beside}; largest difference") and beside.stat().st_size > 10_000
-    assert float(result.stdout.split()[-1]) < 1e-4 and not list(where.iterdir())
+    assert result.stdout.startswith(f"wrote {beside}; largest difference from the checkpoint on 16 images")
+    assert beside.stat().st_size > 10_000 and float(result.stdout.split()[-1]) < 1e-4 and not list(where.iterdir())
+
+
+def test_an_export_without_images_to_check_on_is_a_clear_error(sweep, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(sweep / "0_scratch" / "checkpoints" / "best.ckpt", run / "checkpoints" / "best.ckpt")
+    with pytest.raises(TransferlabError, match="no test image files recorded beside it.*give images=PATH"):
+        export(str(run / "checkpoints" / "best.ckpt"), "onnx")
+    assert not list((run / "checkpoints").glob("*.onnx"))
+
+
+def test_the_readme_onnx_example_predicts_as_the_checkpoint_with_onnxruntime_alone(sweep, colour_folder, tmp_path):
+    """examples/predict_onnx.py in a process where torch cannot be imported: the same top classes as
+    src/predict.py on the checkpoint, probabilities within 0.01 (Pillow resizes, torchvision resizes a
+    tensor: a few grey levels apart)."""
+    checkpoint = sweep / "1_head_only" / "checkpoints" / "best.ckpt"
+    written, _, _ = export(str(checkpoint), "onnx", str(tmp_path / "model.onnx"))
+    photos = sorted((colour_folder / "test").rglob("*.jpg"))[::3]
+    blocked = "import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    result = subprocess.run(
+        [sys.executable, "-c", blocked, str(ROOT / "examples" / "predict_onnx.py"), str(written), *map(str, photos)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = predict(load_classifier(checkpoint), photos, top_k=3)
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(photos)
+    for line, row in zip(lines, expected):
+        path, ranked = line.split("\t")
+        pairs = [item.rsplit(" ", 1) for item in ranked.split(", ")]
+        assert path == row["path"] and [n for n, _ in pairs] == [n for n, _ in row["top"]]
+        assert [float(p) for _, p in pairs] == pytest.approx([p for _, p in row["top"]], abs=0.01)
 
 
 # A sitecustomize for the sweep's process: TensorBoard event files written only when their writer is
