@@ -87,6 +87,7 @@ def test_known_upstream_noise_is_not_printed_and_the_device_is(piped_run):
     ):
         assert noise not in output, noise
     assert re.search(r"training 2 epochs on cpu; run directory ", output)
+    assert "\r" not in output and "\r" not in (run_dir / "train.log").read_text(), "no carriage returns in logs"
     assert "[transferlab.callbacks.progress][INFO] - training 2 epochs on cpu" in (run_dir / "train.log").read_text()
 
 
@@ -254,3 +255,45 @@ def test_the_first_line_says_the_epochs_the_device_and_the_run_directory(caplog,
         f"training 2 epochs on cpu; run directory {tmp_path}",
         f"resuming at epoch 3 of 3 on cpu; run directory {tmp_path}",
     ]
+
+
+def test_a_long_step_logs_count_rate_and_time_left_every_tenth_and_a_short_one_nothing(monkeypatch, caplog):
+    from transferlab import console
+
+    clock = iter(float(t) for t in range(0, 1000))
+    monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))  # one second a call
+    monkeypatch.setattr(console, "stdout_is_terminal", lambda: False)
+    caplog.set_level(logging.INFO, logger="transferlab")
+    progress = console.Progress("feature pass train", 200, "images", quiet_s=3.0)
+    for _ in range(100):
+        progress.update(2)
+    progress.close()
+    lines = [r.getMessage() for r in caplog.records if getattr(r, "progress", False)]
+    # Calls 1, 2 (the 10 % and 20 % marks) come before 3 s: silent; then one line per tenth, never at 100 %.
+    assert len(lines) == 7 and all("\r" not in line for line in lines)
+    assert lines[0] == "feature pass train: 60/200 images (30 %), 20.0 images/s, 7 s left"
+    assert lines[-1].startswith("feature pass train: 180/200 images (90 %)")
+
+    caplog.clear()
+    short = console.Progress("feature pass val", 10, "images", quiet_s=1e9)
+    for _ in range(10):
+        short.update()
+    assert not caplog.records, "a step shorter than quiet_s says nothing"
+
+
+def test_progress_lines_stay_off_a_terminals_console_and_go_to_the_log_file(monkeypatch):
+    from transferlab import console
+
+    line = logging.LogRecord("transferlab", logging.INFO, "", 0, "epoch 1/3: 10/100 batches", None, None)
+    line.progress = True
+    plain = logging.LogRecord("transferlab", logging.INFO, "", 0, "epoch 1/3  train loss 0.7", None, None)
+    monkeypatch.setattr(console, "stdout_is_terminal", lambda: True)
+    on_terminal = console.HideProgressOnTerminal()
+    assert not on_terminal.filter(line) and on_terminal.filter(plain)
+    monkeypatch.setattr(console, "stdout_is_terminal", lambda: False)
+    assert console.HideProgressOnTerminal().filter(line)
+    assert (
+        console.duration(42) == "42 s"
+        and console.duration(185) == "3 min 5 s"
+        and console.duration(4320) == "1 h 12 min"
+    )

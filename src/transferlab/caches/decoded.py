@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
-from tqdm import tqdm
 
+from transferlab.console import Progress
 from transferlab.errors import TransferlabError
 from transferlab.files import library_versions, locked, partial_path
 from transferlab.images import ImageSource, load_rgb, sources_digest
@@ -152,14 +152,13 @@ def _decoding(
     sources: Sequence[ImageSource], short_side: int, interpolation: str, num_workers: int, name: str
 ) -> Iterable[torch.Tensor]:
     loader = DataLoader(_Decoding(sources, short_side, interpolation), batch_size=None, num_workers=num_workers)
-    return tqdm(
-        loader,
-        total=len(sources),
-        desc=f"decoding {name} images once",
-        unit="img",
-        disable=len(sources) < 500,
-        leave=False,
-    )
+    progress = Progress(f"decoding {name} images once", len(sources), "images", log)
+    try:
+        for image in loader:
+            yield image
+            progress.update()
+    finally:
+        progress.close()
 
 
 def _write(path: Path, decoded: Iterable[torch.Tensor], count: int) -> DecodedImages:

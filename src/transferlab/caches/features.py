@@ -31,6 +31,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
 from transferlab.caches.decoded import DECODING_LIBRARIES
+from transferlab.console import Progress
 from transferlab.files import library_versions, locked, partial_path
 from transferlab.images import sources_digest
 
@@ -49,13 +50,19 @@ class FeatureBatch(NamedTuple):
 
 @torch.no_grad()
 def frozen_features(
-    extract: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: str = "cpu"
+    extract: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: str = "cpu", what: str = ""
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, labels) of the images `loader` yields, through `extract` (a backbone in eval mode)."""
+    """(features, labels) of the images `loader` yields, through `extract` (a backbone in eval mode);
+    `what` names the pass in its progress (a bar, and a line every tenth of a long one)."""
     features, labels = [], []
-    for images, targets in loader:
-        features.append(extract(images.to(device)).float().cpu())
-        labels.append(targets)
+    progress = Progress(what or "frozen features", len(loader.sampler), "images", log)
+    try:
+        for images, targets in loader:
+            features.append(extract(images.to(device)).float().cpu())
+            labels.append(targets)
+            progress.update(len(targets))
+    finally:
+        progress.close()
     return torch.cat(features), torch.cat(labels)
 
 
@@ -155,7 +162,8 @@ def _computed(module, datamodule, split: str, augment: bool, views: int) -> torc
         # Keys (view, i), in order: the augmentation image i gets in epoch `view` of an uncached run.
         keys = [(view, i) for i in range(len(dataset))] if augment else list(range(len(dataset)))
         loader = DataLoader(dataset, batch_size=datamodule.batch_size, sampler=keys, num_workers=datamodule.num_workers)
-        computed.append(frozen_features(module.features, loader, device=module.device)[0])
+        what = f"feature pass {split}" + (f", view {view + 1}/{views}" if views > 1 else "")
+        computed.append(frozen_features(module.features, loader, device=module.device, what=what)[0])
     return torch.stack(computed)
 
 

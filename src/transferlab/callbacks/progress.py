@@ -8,10 +8,13 @@ puts it on the console and in the run's train.log:
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 
 import lightning as L
+
+from transferlab.console import Progress
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ class EpochLine(L.Callback):
         self._started = 0.0
         self._lr: float | None = None
         self._validated = False
+        # Within a long epoch (or the test): a line every tenth of its batches, for logs and pipes.
+        self._batches: Progress | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.progress_bar_callback is not None:
@@ -74,7 +79,26 @@ class EpochLine(L.Callback):
             device = f"{trainer.world_size} processes ({trainer.strategy.root_device.type})"
         log.info("%s on %s; run directory %s", span, device, trainer.default_root_dir)
 
+    def _count(self, trainer: L.Trainer, what: str, batches) -> None:
+        total = sum(batches) if isinstance(batches, list) else batches
+        usable = trainer.is_global_zero and math.isfinite(total)
+        # bar=False: Lightning draws its own bar on a terminal.
+        self._batches = Progress(what, int(total), "batches", log, bar=False) if usable else None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if self._batches is not None:
+            self._batches.update()
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._count(trainer, "test", trainer.num_test_batches)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if self._batches is not None:
+            self._batches.update()
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        self._count(trainer, f"epoch {trainer.current_epoch + 1}{total}", trainer.num_training_batches)
         self._started, self._validated = time.perf_counter(), False
         optimizers = trainer.optimizers
         self._lr = optimizers[0].param_groups[0]["lr"] if optimizers and optimizers[0].param_groups else None

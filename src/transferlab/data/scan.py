@@ -21,8 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
+from transferlab.console import Progress
 from transferlab.files import locked, partial_path
 
 log = logging.getLogger(__name__)
@@ -96,16 +96,17 @@ def _results(root: Path, files: list[Path], cache: dict[str, list]) -> dict[str,
             fresh[key] = cache[key]
         else:
             to_check.append((key, path, signature))
-    problems = tqdm(
-        checked_in_parallel([path for _, path, _ in to_check]),
-        total=len(to_check),
-        desc=f"checking images in {root.name}",
-        unit="img",
-        disable=len(to_check) < PARALLEL_FROM,
-        leave=False,
-    )
-    for (key, _, signature), problem in zip(to_check, problems):
-        fresh[key] = [*signature, problem]
+    progress = Progress(f"checking the images in {root}", len(to_check), "images", log)
+    try:
+        for (key, _, signature), problem in zip(to_check, checked_in_parallel([p for _, p, _ in to_check])):
+            fresh[key] = [*signature, problem]
+            progress.update()
+    finally:
+        progress.close()
+    if to_check:
+        log.info(
+            "%s: %d image files checked (%d known from the scan cache)", root, len(to_check), len(fresh) - len(to_check)
+        )
     return fresh
 
 
