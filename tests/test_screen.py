@@ -129,8 +129,7 @@ def test_the_probe_is_strategy_auto_s_similarity(screened, tmp_path):
 def test_a_backbone_without_weights_is_listed_with_the_file_and_the_fix(screened, env):
     (missing,) = screened["json"]["not_screened"]
     assert missing["model"] == "resnet18" and "not cached and could not be downloaded" in missing["reason"]
-    assert "file: resnet18-f37072fd.pth" in missing["details"]
-    assert f"put it at: {env['TORCH_HOME']}/hub/checkpoints/resnet18-f37072fd.pth" in missing["details"]
+    assert f"at {env['TORCH_HOME']}/hub/checkpoints/resnet18-f37072fd.pth" in missing["reason"]
     markdown = (screened["dir"] / "screen.md").read_text()
     assert "## Not screened" in markdown and "**resnet18**" in markdown and "resnet18-f37072fd.pth" in markdown
 

@@ -60,10 +60,16 @@ def test_a_cut_short_torchvision_file_is_named_with_the_fix(offline):
     assert cached.is_file(), "the file is left for the user to look at"
 
 
-def test_a_missing_torchvision_file_is_still_not_cached(offline):
+def test_a_missing_torchvision_file_offline_is_one_line_with_the_fix_and_no_download_attempt(offline, capfd):
     with pytest.raises(PretrainedWeightsUnavailable, match="are not cached") as error:
         weights.torchvision_state_dict(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
     assert not isinstance(error.value, PretrainedWeightsDamaged)
+    message = str(error.value)
+    cached = offline / "torch" / "hub" / "checkpoints" / RESNET18_FILE
+    assert "\n" not in message
+    assert f"put https://download.pytorch.org/models/{RESNET18_FILE} at {cached}" in message
+    assert "(model=efficientnet_lite0, model=efficientnet_lite1, model=efficientnet_lite2)" in message
+    assert "Downloading" not in capfd.readouterr().err, "offline: no download is started, so none is announced"
 
 
 def hf_cache_file(cache: Path, repo: str, filename: str, data: bytes) -> tuple[Path, Path]:
@@ -98,7 +104,7 @@ def test_a_timm_model_with_only_a_url_is_looked_for_in_torch_hubs_cache(offline)
     cached = offline / "torch" / "hub" / "checkpoints" / Path(url).name
     with pytest.raises(PretrainedWeightsUnavailable, match="are not cached") as error:
         weights.timm_pretrained("legacy_xception")
-    assert f"put it at: {cached}" in str(error.value) and "huggingface" not in str(error.value)
+    assert f"put {url} at {cached}" in str(error.value) and "huggingface" not in str(error.value)
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(b"not a weights file")
     with pytest.raises(PretrainedWeightsDamaged, match=f"the cached file {cached} is damaged"):

@@ -11,6 +11,8 @@ a different error: it names that file and says to delete or replace it.
 from __future__ import annotations
 
 import importlib
+import urllib.error
+import urllib.request
 from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import urlparse
@@ -65,11 +67,39 @@ def unreadable(paths: list[Path]) -> tuple[Path, str] | None:
     return None
 
 
+def offline_backbones() -> str:
+    """The backbones whose ImageNet weights come installed with the project (no download)."""
+    return ", ".join(f"model={name}" for name in PACKAGED_LITE)
+
+
+def not_available(label: str, reason: str, fix: str) -> PretrainedWeightsUnavailable:
+    """One line: which weights, why not, how to get them, and what works offline instead."""
+    return PretrainedWeightsUnavailable(
+        f"{label} are not cached and could not be downloaded ({reason}): {fix}; or use a backbone whose "
+        f"weights are installed ({offline_backbones()}), or random weights (model.pretrained=false)"
+    )
+
+
+def reachable(url: str, timeout: float = 10.0) -> str | None:
+    """None when `url` answers (through the proxies the environment sets), else why not. Asked before a
+    download, so that an offline machine gets our one line, not torch.hub's "Downloading: …" first."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError as error:
+        return None if error.code in (403, 405) else first_line(error)  # some servers refuse HEAD alone
+    except (OSError, ValueError) as error:
+        return first_line(getattr(error, "reason", error) if isinstance(error, urllib.error.URLError) else error)
+
+
 def torchvision_state_dict(weights) -> dict[str, torch.Tensor]:
     """Load a torchvision `WeightsEnum` member through torch.hub's cache, or explain how to get it."""
     url: str = weights.url
     cached = torch_hub_cached(url)
     cache_dir = cached.parent
+    fix = f"put {url} at {cached} (the cache follows TORCH_HOME)"
+    if not cached.is_file() and (why := reachable(url)) is not None:
+        raise not_available(f"Pretrained weights {weights} ({cached.name})", why, fix)
     try:
         return torch.hub.load_state_dict_from_url(
             url, model_dir=str(cache_dir), map_location="cpu", progress=True, check_hash=True
@@ -79,13 +109,7 @@ def torchvision_state_dict(weights) -> dict[str, torch.Tensor]:
     except Exception as error:  # URLError, timeouts, proxies, hash mismatch: all mean "not usable"
         if cached.is_file():
             raise damaged_file(f"Pretrained weights {weights}", cached, first_line(error), url) from error
-        raise PretrainedWeightsUnavailable(
-            f"Pretrained weights {weights} are not cached and could not be downloaded ({error}).\n"
-            f"  file: {cached.name}\n"
-            f"  url:  {url}\n"
-            f"  put it at: {cached}\n"
-            f"  (the cache follows TORCH_HOME; or train without them: model.pretrained=false)"
-        ) from error
+        raise not_available(f"Pretrained weights {weights} ({cached.name})", first_line(error), fix) from error
 
 
 def timm_pretrained(name: str, **kwargs) -> nn.Module:
@@ -101,26 +125,18 @@ def timm_pretrained(name: str, **kwargs) -> nn.Module:
         if damaged:
             source = f"https://huggingface.co/{hub_id}" if hub_id else url
             raise damaged_file(f"Pretrained weights for timm model '{name}'", *damaged, source) from error
+        label = f"Pretrained weights for timm model '{name}'"
+        reason = f"{type(error).__name__}: {first_line(error)}"
         if not hub_id and url:  # timm downloads these through torch.hub
             cached = torch_hub_cached(url)
-            raise PretrainedWeightsUnavailable(
-                f"Pretrained weights for timm model '{name}' are not cached and could not be "
-                f"downloaded ({type(error).__name__}: {first_line(error)}).\n"
-                f"  file: {cached.name}\n"
-                f"  url:  {url}\n"
-                f"  put it at: {cached}\n"
-                f"  (the cache follows TORCH_HOME; or train without them: model.pretrained=false)"
-            ) from error
+            raise not_available(label, reason, f"put {url} at {cached} (the cache follows TORCH_HOME)") from error
         from huggingface_hub.constants import HF_HUB_CACHE
 
-        raise PretrainedWeightsUnavailable(
-            f"Pretrained weights for timm model '{name}' are not cached and could not be "
-            f"downloaded ({type(error).__name__}: {error}).\n"
-            f"  hub repo: {cfg.get('hf_hub_id')}  url: {cfg.get('url') or 'https://huggingface.co/' + str(cfg.get('hf_hub_id'))}\n"
-            f"  cache: {HF_HUB_CACHE} (download it there on a connected machine: "
-            f"huggingface-cli download {cfg.get('hf_hub_id')}; the cache follows HF_HOME)\n"
-            f"  or train without them: model.pretrained=false"
-        ) from error
+        fix = (
+            f"download the hub repo {hub_id} into {HF_HUB_CACHE} on a connected machine "
+            f"(huggingface-cli download {hub_id}; the cache follows HF_HOME)"
+        )
+        raise not_available(label, reason, fix) from error
 
 
 def timm_cached_files(cfg: dict) -> list[Path]:
