@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from transferlab.data import DigitsDataModule, ImageFolderDataModule, PhotosDataModule, photos
+from transferlab.data import DigitsDataModule, ImageFolderDataModule, PhotosDataModule, TableDataModule, photos
 from transferlab.data.base import EpochSampler, Split, split_lines
 from transferlab.data.photos import SPLITS
 from transferlab.errors import TransferlabError
@@ -267,3 +268,76 @@ def test_photo_cells_that_do_not_fill_the_grid_are_a_clear_error():
         TransferlabError, match=r"data.cells=\[10, 3, 2\]: need three positive counts .* data.grid² = 16"
     ):
         PhotosDataModule(grid=4, cells=(10, 3, 2), data_config=CONFIG)
+
+
+def labelled_table(root, rows: list[str], name: str = "labels.csv") -> Path:
+    write_colour_images(root / "img", 6, 0)
+    (root / name).write_text("\n".join(rows) + "\n")
+    return root / name
+
+
+def test_a_csv_of_paths_and_labels_with_a_split_column_and_bad_rows_reported_by_number(tmp_path, caplog):
+    rows = ["file,label,split"]
+    for colour in CLASSES:
+        rows += [
+            f"img/{colour}/{colour}_{i:03d}.jpg,{colour},{'train' if i < 4 else 'valid' if i < 5 else 'test'}"
+            for i in range(6)
+        ]
+    rows += ["img/red/missing.jpg,red,train", "img/red/red_000.jpg,,train", "img/red/red_001.jpg,red,holdout"]
+    table = labelled_table(tmp_path, rows)
+    (tmp_path / "img" / "red" / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "labels.csv").write_text(table.read_text() + "img/red/broken.jpg,red,train\n")
+    caplog.set_level(logging.INFO)
+    module = TableDataModule(csv=str(table), data_config=CONFIG, num_workers=0, scan_cache_dir=str(tmp_path / "scan"))
+    module.setup()
+    assert module.class_names == sorted(CLASSES)
+    assert module.split_sizes() == {"data/train_size": 12, "data/val_size": 3, "data/test_size": 3}
+    train = module.splits["train"]
+    assert all(Path(p).parent.name == module.class_names[label] for p, label in zip(train.images, train.labels))
+    warning = next(r.getMessage() for r in caplog.records if "skipped 4 of 22 rows" in r.getMessage())
+    for expected in ("row 20: no file", "row 21: empty label", "row 22: split 'holdout' is not train, val or test",
+                     "row 23: ", "broken.jpg is not a readable image"):  # fmt: skip
+        assert expected in warning, expected
+
+
+def test_a_table_without_a_split_column_is_split_here_and_parquet_reads_the_same(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = ["path,class"] + [f"{colour}/{colour}_{i:03d}.jpg,{colour}" for colour in CLASSES for i in range(6)]
+    table = labelled_table(tmp_path, rows)
+    options = {
+        "data_config": CONFIG,
+        "num_workers": 0,
+        "root": str(tmp_path / "img"),
+        "split_fractions": [0.5, 0.25, 0.25],
+    }
+    from_csv = TableDataModule(csv=str(table), **options)
+    from_csv.setup()
+    assert from_csv.split_sizes() == {"data/train_size": 8, "data/val_size": 5, "data/test_size": 5}
+    assert "50 % of the 18 images of the table" in from_csv.splits["train"].source
+    columns = [line.split(",") for line in rows[1:]]
+    pq.write_table(
+        pa.table({"path": [c[0] for c in columns], "class": [c[1] for c in columns]}), tmp_path / "labels.parquet"
+    )
+    from_parquet = TableDataModule(csv=str(tmp_path / "labels.parquet"), **options)
+    from_parquet.setup()
+    for name in ("train", "val", "test"):
+        assert from_parquet.splits[name].images == from_csv.splits[name].images, name
+
+
+@pytest.mark.parametrize(
+    ("rows", "options", "message"),
+    [
+        (["file,label"], {}, "data.csv=.*: no rows"),
+        (["file,label", "nowhere.jpg,cat"], {}, r"no usable rows \(first problems: row 2: no file"),
+        (["file,label", "x.jpg,cat"], {"label_column": "class"}, "data.label_column=class: no such column in .*; its columns are file, label"),
+        (["file,label,split", "img/red/red_000.jpg,red,train"], {}, "its split column needs train rows and val or test rows"),
+    ],
+)  # fmt: skip
+def test_a_table_the_run_cannot_use_is_one_clear_error(rows, options, message, tmp_path):
+    table = labelled_table(tmp_path, rows)
+    with pytest.raises(TransferlabError, match=message):
+        TableDataModule(csv=str(table), data_config=CONFIG, num_workers=0, **options).setup()
+    with pytest.raises(TransferlabError, match="data=csv needs data.csv=PATH"):
+        TableDataModule(data_config=CONFIG)

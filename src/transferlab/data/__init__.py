@@ -5,6 +5,7 @@ from transferlab.data.fashion_mnist import FashionMNISTDataModule
 from transferlab.data.folder import ImageFolderDataModule
 from transferlab.data.photos import PhotosDataModule
 from transferlab.data.remote import CatsVsDogsDataModule, HymenopteraDataModule
+from transferlab.data.table import TableDataModule
 
 __all__ = [
     "ImageClassificationDataModule",
@@ -15,4 +16,5 @@ __all__ = [
     "CIFAR10DataModule",
     "FashionMNISTDataModule",
     "PhotosDataModule",
+    "TableDataModule",
 ]

@@ -73,7 +73,7 @@ def scan(root: Path, files: list[Path], cache_dir: Path | None) -> list[Path]:
     with locked(cache_path):
         results = _results(root, files, _read_cache(cache_path))
         _write(cache_path, json.dumps(results))
-        problem_of = {path: results[str(path.relative_to(root))][2] for path in files}
+        problem_of = {path: results[os.path.relpath(path, root)][2] for path in files}
         bad = [(path, problem) for path, problem in problem_of.items() if problem]
         if bad:
             written = _write(report, "".join(f"{path}\t{problem}\n" for path, problem in bad))
@@ -90,7 +90,7 @@ def _results(root: Path, files: list[Path], cache: dict[str, list]) -> dict[str,
     """Relative path → [size, mtime_ns, problem or None] for every file, checking only those the cache lacks."""
     fresh, to_check = {}, []
     for path in files:
-        key, stat = str(path.relative_to(root)), path.stat()
+        key, stat = os.path.relpath(path, root), path.stat()
         signature = [stat.st_size, stat.st_mtime_ns]
         if key in cache and cache[key][:2] == signature:
             fresh[key] = cache[key]
