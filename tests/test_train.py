@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -494,3 +495,51 @@ def test_val_fraction_0_trains_every_epoch_on_all_of_train_and_tests_the_last_we
     assert best["epoch"] == last["epoch"] == 2, "best.ckpt is the last epoch's weights"
     assert all(torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in last["state_dict"])
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val/acc_best"] is None
+
+
+def test_imbalanced_data_options_weights_sampler_monitor_and_metrics_equal_scikit_learns(tmp_path):
+    """loss.class_weight=balanced, data.sampler=balanced and monitor=val/balanced_acc on a 12:4:4 folder;
+    metrics.json's balanced accuracy and macro F1 equal scikit-learn's on the run's own test predictions."""
+    import csv
+
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from transferlab.run import build
+
+    from conftest import write_colour_images
+
+    write_colour_images(tmp_path / "photos" / "train", 12, 0)
+    write_colour_images(tmp_path / "photos" / "test", 4, 2)
+    write_colour_images(tmp_path / "photos" / "val", 4, 1)
+    for colour in ("green", "blue"):
+        for path in sorted((tmp_path / "photos" / "train" / colour).iterdir())[4:]:
+            path.unlink()
+    overrides = [
+        *TINY,
+        f"data.root={tmp_path / 'photos'}",
+        "model=small_cnn",
+        "strategy=scratch",
+        "loss.class_weight=balanced",
+        "data.sampler=balanced",
+        "monitor=val/balanced_acc",
+    ]
+    cfg = compose_config(overrides, tmp_path / "run")
+    experiment = build.experiment(cfg)
+    labels = experiment.datamodule.splits["train"].labels
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    assert experiment.module.class_weights.tolist() == pytest.approx(expected.tolist())
+    drawn = [labels[i] for _, i in experiment.datamodule.train_dataloader().sampler]
+    assert len(drawn) == len(labels) == 20 and len(set(drawn)) == 3
+    many = build.datamodule(cfg, experiment.backbone).balanced_weights("train")
+    assert float(many[[i for i, y in enumerate(labels) if y == 0]].sum()) == pytest.approx(1.0), "each class: 1"
+
+    metrics = train(compose_config(overrides, tmp_path / "run2"))
+    callbacks = build.callbacks(cfg, build.policy(cfg))
+    assert {c.monitor for c in callbacks if hasattr(c, "monitor") and c.monitor} == {"val/balanced_acc"}
+    with (tmp_path / "run2" / "test_predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    truth, guess = [r["label"] for r in rows], [r["prediction"] for r in rows]
+    assert metrics["test/balanced_acc"] == pytest.approx(balanced_accuracy_score(truth, guess), abs=1e-6)
+    assert metrics["test/macro_f1"] == pytest.approx(f1_score(truth, guess, average="macro"), abs=1e-6)
+    assert metrics["test/acc"] == pytest.approx(sum(t == g for t, g in zip(truth, guess)) / len(rows), abs=1e-6)

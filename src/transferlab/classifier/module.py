@@ -50,10 +50,12 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool = True,
         backbone: Backbone | None = None,
         param_groups: Callable[[nn.Module, float], list[dict[str, Any]]] | None = None,
+        class_weights: list[float] | None = None,
     ) -> None:
         """model: the backbone spec (name, pretrained, weights); optimizer/scheduler: Hydra
         `_partial_` configs. `backbone` is the already built backbone when training starts;
-        without it (``load_from_checkpoint``) the architecture is rebuilt with no download."""
+        without it (``load_from_checkpoint``) the architecture is rebuilt with no download.
+        `class_weights`: the loss's weight of each class (loss.class_weight=balanced), None: equal."""
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "param_groups"], logger=False)
         self.make_param_groups = param_groups or block_param_groups
@@ -72,6 +74,14 @@ class ImageClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # For imbalanced data: the mean of the per-class recalls, and macro F1 (selectable as `monitor`).
+        self.val_balanced_acc = MulticlassAccuracy(num_classes, average="macro", **checked)
+        self.test_balanced_acc = MulticlassAccuracy(num_classes, average="macro", **checked)
+        self.val_macro_f1 = MulticlassF1Score(num_classes, average="macro", **checked)
+        self.test_macro_f1 = MulticlassF1Score(num_classes, average="macro", **checked)
+        # Not persistent: checkpoints of runs without weights load as they did.
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
         self.val_acc_best = MaxMetric()
         # Saved in checkpoints so a resumed run reports the same best accuracy.
         self.val_acc_best.persistent(True)
@@ -121,10 +131,10 @@ class ImageClassifier(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch[1]
         logits, aux_logits = self._batch_logits(batch)
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels, weight=self.class_weights)
         loss_metric(loss, weight=labels.numel())  # per image: a short last batch (or a rank's share) counts less
         if aux_logits is not None:  # Inception v3: the auxiliary loss helps training, not the metric
-            loss = loss + self.backbone.aux_weight * F.cross_entropy(aux_logits, labels)
+            loss = loss + self.backbone.aux_weight * F.cross_entropy(aux_logits, labels, weight=self.class_weights)
         acc_metric(logits, labels)
         return loss, logits
 
@@ -140,8 +150,12 @@ class ImageClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         _, logits = self._step(batch, self.val_loss, self.val_acc)
         self.val_confusion.update(logits, batch[1])
+        self.val_balanced_acc.update(logits, batch[1])
+        self.val_macro_f1.update(logits, batch[1])
         self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+        self.log("val/balanced_acc", self.val_balanced_acc, on_epoch=True)
+        self.log("val/macro_f1", self.val_macro_f1, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -157,8 +171,12 @@ class ImageClassifier(L.LightningModule):
         _, logits = self._step(batch, self.test_loss, self.test_acc)
         self.test_confusion.update(logits, batch[1])
         self.test_per_class.update(logits, batch[1])
+        self.test_balanced_acc.update(logits, batch[1])
+        self.test_macro_f1.update(logits, batch[1])
         self.log("test/loss", self.test_loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
+        self.log("test/balanced_acc", self.test_balanced_acc, on_epoch=True)
+        self.log("test/macro_f1", self.test_macro_f1, on_epoch=True)
         return {"probabilities": logits.softmax(dim=-1)}
 
     def on_test_epoch_end(self) -> None:

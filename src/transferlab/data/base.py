@@ -129,8 +129,13 @@ class EpochSampler(Sampler):
     shares are not, so that val/test metrics count every image exactly once.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool, keyed_by_epoch: bool) -> None:
+    def __init__(
+        self, size: int, seed: int, shuffle: bool, keyed_by_epoch: bool, weights: torch.Tensor | None = None
+    ) -> None:
         self.size, self.seed, self.shuffle, self.keyed_by_epoch = size, seed, shuffle, keyed_by_epoch
+        # Per-index drawing weights (data.sampler=balanced): each epoch draws `size` indices with
+        # replacement, seeded by epoch, instead of a permutation.
+        self.weights = weights
         self.epoch = 0
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if distributed else 0
@@ -147,7 +152,10 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.size, generator=generator).tolist()
+            if self.weights is not None:
+                order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
+            else:
+                order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
         if self.shuffle:
@@ -174,6 +182,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         decode_cache: str | None = None,
         decode_cache_dir: str | None = None,
         subset: dict[str, int | None] | None = None,
+        sampler: str | None = None,
     ) -> None:
         super().__init__()
         if data_config is None:
@@ -192,6 +201,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if decode_cache not in (None, *DECODE_MODES):
             raise TransferlabError(f"decode_cache={decode_cache!r}: choose one of {', '.join(DECODE_MODES)} or null")
         self.decode_cache, self.decode_cache_dir = decode_cache, decode_cache_dir
+        if sampler not in (None, "balanced"):
+            raise TransferlabError(f"data.sampler={sampler!r}: choose balanced or null")
+        # balanced: training draws every class equally often (with replacement), an epoch as many images.
+        self.sampler = sampler
         self.decoded: dict[int, DecodedImages] = {}  # by id of the split: val may double as test
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
@@ -315,7 +328,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         cached = self.cached_features.dataset(split, epoch) if self.cached_features is not None else None
         dataset = cached if cached is not None else self.image_dataset(split, augment)
         workers = 0 if cached is not None else self.num_workers  # features are already in memory
-        sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment)
+        weights = self.balanced_weights(split) if augment and self.sampler == "balanced" else None
+        sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment, weights=weights)
         self.check_shares(split, len(dataset), sampler.world_size)
         return DataLoader(
             dataset,
@@ -326,6 +340,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             collate_fn=cached.collate if cached is not None else None,  # features come batched
         )
+
+    def balanced_weights(self, split: str) -> torch.Tensor:
+        """1 / (images of its class) for every image: each class is drawn as often as any other."""
+        labels = torch.as_tensor(self.splits[split].labels)
+        return 1.0 / torch.bincount(labels, minlength=self.num_classes).double()[labels]
 
     def check_shares(self, split: str, size: int, world: int) -> None:
         """`batch_size` is the global batch: under DDP each of the processes takes an equal share, so a

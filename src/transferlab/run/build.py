@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -148,6 +149,7 @@ def classifier(
     class_names: list[str] | None = None,
     data_config: dict | None = None,
     freeze_policy: FreezePolicy | None = None,
+    class_weights: list[float] | None = None,
 ) -> ImageClassifier:
     return ImageClassifier(
         model=spec,
@@ -160,7 +162,17 @@ def classifier(
         channels_last=cfg.channels_last,
         backbone=built_backbone,
         param_groups=freeze_policy.param_groups if freeze_policy is not None else None,
+        class_weights=class_weights,
     )
+
+
+def class_weights(cfg: DictConfig, data: ImageClassificationDataModule) -> list[float] | None:
+    """loss.class_weight=balanced: each class weighs N / (classes × its train images), scikit-learn's
+    "balanced", so that every class counts as much in the loss as a balanced set would make it."""
+    if (cfg.get("loss") or {}).get("class_weight") != "balanced":
+        return None
+    counts = np.bincount(data.splits["train"].labels, minlength=data.num_classes)
+    return [len(data.splits["train"].labels) / (data.num_classes * max(int(n), 1)) for n in counts]
 
 
 def feature_cache(cfg: DictConfig) -> FeatureCache:
@@ -186,7 +198,14 @@ def experiment(cfg: DictConfig) -> Experiment:
     spec, built_backbone = backbone(cfg, freeze_policy)
     data = datamodule(cfg, built_backbone)
     module = classifier(
-        cfg, spec, built_backbone, data.num_classes, data.class_names, data.data_config.to_dict(), freeze_policy
+        cfg,
+        spec,
+        built_backbone,
+        data.num_classes,
+        data.class_names,
+        data.data_config.to_dict(),
+        freeze_policy,
+        class_weights(cfg, data),
     )
     return Experiment(freeze_policy, spec, built_backbone, data, module)
 

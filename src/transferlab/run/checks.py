@@ -40,7 +40,7 @@ class Rule:
     optional: bool = False
     open_low: bool = False
     open_high: bool = False
-    also: tuple = ()  # values allowed besides the range (trainer.max_epochs=-1)
+    also: tuple = ()  # values allowed besides the range (trainer.max_epochs=-1); for a str: the only ones
     advice: str = ""  # why the range, when it is not obvious
 
     def allows(self, value: Any) -> bool:
@@ -50,6 +50,8 @@ class Rule:
             return True
         if not _is_a(value, self.kind):
             return False
+        if self.kind is str and self.also:
+            return value in self.also
         if self.kind in (int, float):
             above = value > self.low if self.open_low else value >= self.low
             below = value < self.high if self.open_high else value <= self.high
@@ -57,6 +59,8 @@ class Rule:
         return True
 
     def describe(self) -> str:
+        if self.kind is str and self.also:
+            return "one of " + ", ".join(map(str, self.also)) + (" (or null)" if self.optional else "")
         text = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
         if self.kind in (int, float):
             lower = f"> {self.low:g}" if self.open_low else f"≥ {self.low:g}"
@@ -76,6 +80,9 @@ def fraction(open_low: bool = False, open_high: bool = False, optional: bool = F
 RULES: dict[str, Rule] = {
     "seed": Rule(int),
     "verbose": Rule(bool),
+    "monitor": Rule(str, also=("val/acc", "val/balanced_acc", "val/macro_f1")),
+    "loss.class_weight": Rule(str, optional=True, also=("balanced",)),
+    "data.sampler": Rule(str, optional=True, also=("balanced",)),
     "channels_last": Rule(bool),
     "gpu_per_job": Rule(bool),
     "head.dropout": fraction(open_high=True),

@@ -189,6 +189,8 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
     metrics = {
         "test/acc": test_metrics["test/acc"],
         "test/loss": test_metrics["test/loss"],
+        "test/balanced_acc": test_metrics["test/balanced_acc"],
+        "test/macro_f1": test_metrics["test/macro_f1"],
         "val/acc_best": float(module.val_acc_best.compute()) if datamodule.has_validation else None,
         "model/params/trainable": trainable,
         "model/params/total": total,
