@@ -54,7 +54,7 @@ BAD_VALUES = [
     (["scheduler=step", "scheduler.step_size=soon"], "scheduler.step_size='soon': expected an integer"),
     (["data.augment.hflip=2"], "data.augment.hflip=2: expected a number ≥ 0 and ≤ 1"),
     (["data.subset.train=0"], "data.subset.train=0: expected an integer ≥ 1 (or null)"),
-    (["foo=1"], "foo: no such key; the config has seed, head,"),
+    (["foo=1"], "foo: no such key; the config has seed, verbose, head,"),
     # A mistyped key or option: the nearest valid names, never Hydra's advice to add it with `+`.
     (["optimizer.lrr=0.1"], "optimizer.lrr: no such key (did you mean optimizer.lr?); optimizer has optimizer.lr,"),
     (["data.batchsize=8"], "data.batchsize: no such key (did you mean data.batch_size?); data has data.image_size,"),

@@ -425,3 +425,38 @@ def test_the_intervals_and_the_paired_test_equal_their_closed_forms():
     assert (result.only_first, result.only_second) == (3, 5)
     assert result.p_value == pytest.approx(binomtest(3, 8, 0.5).pvalue) == pytest.approx(0.7265625)
     assert mcnemar([True, False], [True, False]).p_value == 1.0, "no image tells them apart"
+
+
+def test_tensorboard_has_the_runs_summary_and_the_hparams_that_tell_runs_apart(sweep):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(sweep / "1_head_only" / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert hparams["model"].string_value == "efficientnet_lite0" and hparams["strategy"].string_value == "head_only"
+    assert hparams["data"].string_value.startswith("image_folder (") and hparams["lr"].number_value == 0.03
+    assert len(hparams) <= 16, "the keys that tell runs apart, not the whole config"
+    (summary,) = events.Tensors("summary/text_summary")
+    text = summary.tensor_proto.string_val[0].decode()
+    metrics = json.loads((sweep / "1_head_only" / "metrics.json").read_text())
+    assert f"| test/acc | {metrics['test/acc']:.4f} |" in text and "| model | efficientnet_lite0 |" in text
+
+
+def test_sample_grids_take_every_class_and_confusion_matrices_stay_legible_at_37_classes():
+    import numpy as np
+
+    from transferlab.callbacks.figures import file_name
+    from transferlab.review.figures import confusion_figure, stratified_indices
+
+    assert stratified_indices([0] * 10 + [1] * 10 + [2] * 2, 9) == [0, 10, 20, 1, 11, 21, 2, 12, 3]
+    rng = np.random.default_rng(0)
+    counts = torch.as_tensor(np.diag(rng.integers(20, 40, 37)) + rng.integers(0, 2, (37, 37)))
+    figure = confusion_figure(counts, [f"breed_{i}" for i in range(37)], "test")
+    counts_axis, shares_axis = figure.axes
+    assert len(counts_axis.texts) == int((counts > 0).sum()), "a number in every non-zero cell"
+    diagonal = [t for t in shares_axis.texts if t.get_position()[0] == t.get_position()[1]]
+    row = counts[0].numpy()
+    assert diagonal[0].get_text() == f"{100 * row[0] / row.sum():.0f}", "row-normalised: share of the true class"
+    assert figure.get_size_inches()[1] >= 0.32 * 37 and counts_axis.texts[0].get_fontsize() >= 4.5
+    assert file_name(Path("/photos/test/cat/IMG_2031.jpg")) == "IMG_2031.jpg\n" and file_name(np.zeros(3)) == ""

@@ -4,6 +4,7 @@ and the hparams session with the final metrics."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from transferlab.data.transforms import denormalize
 from transferlab.distributed import ranks
-from transferlab.review.figures import confusion_figure, image_grid
+from transferlab.review.figures import confusion_figure, image_grid, stratified_indices
 
 
 def tensorboard(trainer: L.Trainer):
@@ -35,6 +36,24 @@ def log_training_views(trainer: L.Trainer, tag: str, keys: list[tuple[int, int]]
     writer.add_figure(tag, image_grid(images, titles), global_step=0)
 
 
+def file_name(source: Any) -> str:
+    """A test image's file name as a caption's first line (arrays, as digits are, have none)."""
+    if isinstance(source, (str, Path)):
+        name = Path(source).name
+        return (name if len(name) <= 28 else name[:12] + "…" + name[-12:]) + "\n"
+    return ""
+
+
+def summary_text(metrics: dict[str, Any]) -> str:
+    """The run's final metrics as a Markdown table (TensorBoard's TEXT tab): a single test/acc point
+    is easy to miss among SCALARS, whose "ignore outliers" can hide it."""
+    rows = [
+        f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in metrics.items()
+    ]
+    return "\n".join(["| metric | value |", "|---|---|", *rows])
+
+
 def log_final_hparams(loggers: Sequence[Logger], hyperparameters: dict[str, Any], metrics: dict[str, float]) -> None:
     """The run's hparams session with its final metrics, then every logger flushed and finalized.
 
@@ -45,6 +64,8 @@ def log_final_hparams(loggers: Sequence[Logger], hyperparameters: dict[str, Any]
     for logger in loggers:
         # TensorBoard also logs the metrics as scalars: the HPARAMS tab reads their values there.
         logger.log_hyperparams(hyperparameters, metrics)
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text("summary", summary_text({**hyperparameters, **metrics}), 0)
         logger.finalize("success")  # TensorBoard: flush and close the event file
 
 
@@ -56,10 +77,8 @@ class SampleGrid(Callback):
         self.count = count
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        size = len(trainer.datamodule.splits["train"].labels)
-        log_training_views(
-            trainer, "train/samples", [(0, index) for index in range(min(self.count, size))], lambda key, name: name
-        )
+        indices = stratified_indices(trainer.datamodule.splits["train"].labels, self.count)
+        log_training_views(trainer, "train/samples", [(0, index) for index in indices], lambda key, name: name)
 
 
 class EvaluationFigures(Callback):
@@ -134,5 +153,8 @@ class EvaluationFigures(Callback):
         if self.mistakes:
             dataset = datamodule.image_dataset("test", augment=False)
             images = denormalize(torch.stack([dataset[m[1]][0] for m in self.mistakes]), datamodule.data_config)
-            titles = [f"true {names[t]}\npred {names[p]} ({c:.0%})" for c, _, t, p in self.mistakes]
+            sources = datamodule.splits["test"].images
+            titles = [
+                f"{file_name(sources[i])}true {names[t]}\npred {names[p]} ({c:.0%})" for c, i, t, p in self.mistakes
+            ]
             writer.add_figure("test/worst_predictions", image_grid(images, titles), 0)

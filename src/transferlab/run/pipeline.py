@@ -79,21 +79,31 @@ def job_devices(job_number: int, gpu_count: int | None = None) -> list[int]:
     return [job_number % count]
 
 
-def hyperparameters(cfg: DictConfig, strategy: str, choices: dict) -> dict:
-    """Flat primitives for TensorBoard's hparams tab."""
+def hyperparameters(cfg: DictConfig, strategy: str, choices: dict, overrides: list[str] | None = None) -> dict:
+    """Flat primitives for TensorBoard's HPARAMS tab: what tells runs apart first (model, strategy, data,
+    learning rate, seed), then every key the command line set; not the whole config, whose hundred
+    columns would push these out of view."""
+    root = cfg.data.get("root")
     flat = {
         "model": cfg.model.name,
-        "data": choices.get("data"),
         "strategy": strategy,
+        "data": f"{choices.get('data')} ({Path(str(root)).name})" if root else choices.get("data"),
+        "lr": cfg.optimizer.get("lr"),
+        "seed": cfg.seed,
         "optimizer": choices.get("optimizer"),
         "scheduler": choices.get("scheduler"),
-        "seed": cfg.seed,
+        "batch_size": cfg.data.get("batch_size"),
+        "image_size": cfg.data.get("image_size"),
+        "max_epochs": cfg.trainer.get("max_epochs"),
     }
-    for section in ("model", "strategy", "optimizer", "data"):
-        for key, value in OmegaConf.to_container(cfg[section], resolve=True).items():
-            if not key.startswith("_") and isinstance(value, (int, float, str, bool)):
-                flat[f"{section}.{key}"] = value
-    return flat
+    for override in overrides or []:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key in ("seed", "resume") or key.startswith(("hydra.", "paths.")) or "." not in key:
+            continue  # groups (model=, data=) are above by name
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, (int, float, str, bool)):
+            flat.setdefault(key, value)
+    return {k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))}
 
 
 def pre_fit_device(cfg: DictConfig, job_number: int = 0) -> torch.device:
@@ -212,7 +222,7 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
     if trainer.is_global_zero:
         log_final_hparams(
             trainer.loggers,
-            hyperparameters(cfg, strategy, job.choices),
+            hyperparameters(cfg, strategy, job.choices, job.overrides),
             {k: metrics[k] for k in ("test/acc", "val/acc_best") if metrics[k] is not None},
         )
         write_json(job.output_dir / "metrics.json", metrics)
