@@ -87,6 +87,9 @@ def test_known_upstream_noise_is_not_printed_and_the_device_is(piped_run):
     ):
         assert noise not in output, noise
     assert re.search(r"training 2 epochs on cpu; run directory ", output)
+    assert output.count(": 3 classes\n") == 1 and len(re.findall(r"^  train +[\d,]+ images", output, re.M)) == 1, (
+        "the split lines, once"
+    )
     assert "\r" not in output and "\r" not in (run_dir / "train.log").read_text(), "no carriage returns in logs"
     assert "[transferlab.callbacks.progress][INFO] - training 2 epochs on cpu" in (run_dir / "train.log").read_text()
 

@@ -61,6 +61,7 @@ def test_without_a_test_folder_val_is_the_test_split_and_validation_comes_from_t
         return module
 
     module = split(seed=5)
+    module.log_splits()  # what a run prints first (run.pipeline calls it once the experiment is built)
     assert module.class_names == list(sorted(CLASSES))
     train, val, test = (module.splits[name] for name in ("train", "val", "test"))
     assert test.images == sorted(folder_files(tmp_path / "val"), key=lambda p: (p.parent.name, p)), (
@@ -96,7 +97,9 @@ def test_without_a_test_folder_val_is_the_test_split_and_validation_comes_from_t
 
 def test_the_start_lines_say_each_splits_origin_and_warn_of_imbalance(caplog):
     caplog.set_level(logging.INFO)
-    DigitsDataModule(data_config=CONFIG, image_size=32, seed=3, num_workers=0, subset={"train": 500}).setup()
+    digits = DigitsDataModule(data_config=CONFIG, image_size=32, seed=3, num_workers=0, subset={"train": 500})
+    digits.setup()
+    digits.log_splits()
     text = caplog.records[-1].getMessage().splitlines()
     assert text[0] == "Digits: 10 classes"
     assert text[1].startswith(

@@ -50,12 +50,16 @@ class FeatureBatch(NamedTuple):
 
 @torch.no_grad()
 def frozen_features(
-    extract: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: str = "cpu", what: str = ""
+    extract: Callable[[torch.Tensor], torch.Tensor],
+    loader: DataLoader,
+    device: str = "cpu",
+    what: str = "",
+    bar: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, labels) of the images `loader` yields, through `extract` (a backbone in eval mode);
-    `what` names the pass in its progress (a bar, and a line every tenth of a long one)."""
+    `what` names the pass in its progress (a bar unless `bar=False`, a line every tenth of a long one)."""
     features, labels = [], []
-    progress = Progress(what or "frozen features", len(loader.sampler), "images", log)
+    progress = Progress(what or "frozen features", len(loader.sampler), "images", log, bar=bar)
     try:
         for images, targets in loader:
             features.append(extract(images.to(device)).float().cpu())
@@ -138,23 +142,25 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
 
 
 @torch.no_grad()
-def split_features(module, datamodule, split: str, augment: bool, views: int, directory: Path | None) -> torch.Tensor:
+def split_features(
+    module, datamodule, split: str, augment: bool, views: int, directory: Path | None, bar: bool = True
+) -> torch.Tensor:
     """(views, N, num_features) features of one split, from disk if this exact view was computed before.
     Jobs of a sweep that want the same features at once: one computes them, the others wait and read its file."""
     if directory is None:
-        return _computed(module, datamodule, split, augment, views)
+        return _computed(module, datamodule, split, augment, views, bar)
     path = directory / f"{split}-{cache_key(module, datamodule, split, augment, views)}.pt"
     with locked(path):
         features = _read(path, views, len(datamodule.splits[split].labels))
         if features is None:
-            features = _computed(module, datamodule, split, augment, views)
+            features = _computed(module, datamodule, split, augment, views, bar)
             _publish(features, path)
         else:
             log.info("feature cache: %s features from %s", split, path)
     return features
 
 
-def _computed(module, datamodule, split: str, augment: bool, views: int) -> torch.Tensor:
+def _computed(module, datamodule, split: str, augment: bool, views: int, bar: bool = True) -> torch.Tensor:
     dataset = datamodule.image_dataset(split, augment=augment)
     module.backbone.eval()
     computed = []
@@ -163,7 +169,7 @@ def _computed(module, datamodule, split: str, augment: bool, views: int) -> torc
         keys = [(view, i) for i in range(len(dataset))] if augment else list(range(len(dataset)))
         loader = DataLoader(dataset, batch_size=datamodule.batch_size, sampler=keys, num_workers=datamodule.num_workers)
         what = f"feature pass {split}" + (f", view {view + 1}/{views}" if views > 1 else "")
-        computed.append(frozen_features(module.features, loader, device=module.device, what=what)[0])
+        computed.append(frozen_features(module.features, loader, module.device, what, bar)[0])
     return torch.stack(computed)
 
 

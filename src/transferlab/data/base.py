@@ -228,13 +228,13 @@ class ImageClassificationDataModule(L.LightningDataModule):
         for name, split in self.splits.items():
             if not split.labels:
                 raise TransferlabError(f"the {name} split of {type(self).__name__} is empty")
-        self.log_splits()
 
     def describe(self) -> str:
         """What the data is, for the first line of a run: `digits`, `the folder ~/photos`."""
         return type(self).__name__.removesuffix("DataModule")
 
     def log_splits(self) -> None:
+        """The start lines of a run (run.pipeline, the screen): once, not at every build of the data."""
         lines, warnings = split_lines(self.class_names, self.splits)
         log.info("%s: %d classes\n%s", self.describe(), self.num_classes, "\n".join(lines))
         for warning in warnings:

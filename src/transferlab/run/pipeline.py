@@ -96,9 +96,10 @@ def hyperparameters(cfg: DictConfig, strategy: str, choices: dict, overrides: li
         "image_size": cfg.data.get("image_size"),
         "max_epochs": cfg.trainer.get("max_epochs"),
     }
+    shown = {"optimizer.lr", "data.batch_size", "data.image_size", "trainer.max_epochs"}  # above by short name
     for override in overrides or []:
         key = override.lstrip("+~").split("=", 1)[0]
-        if key in ("seed", "resume") or key.startswith(("hydra.", "paths.")) or "." not in key:
+        if key in shown or key in ("seed", "resume") or key.startswith(("hydra.", "paths.")) or "." not in key:
             continue  # groups (model=, data=) are above by name
         value = OmegaConf.select(cfg, key, default=None)
         if isinstance(value, (int, float, str, bool)):
@@ -166,6 +167,8 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
         L.seed_everything(cfg.seed, workers=True, verbose=False)  # the run draws what strategy=<choice> alone would
     run = build.experiment(cfg)
     policy, datamodule, module = run.policy, run.datamodule, run.module
+    if ranks.is_global_zero():
+        datamodule.log_splits()
     module.to(device)
     if cfg.get("compile") and cfg.compile.enabled:
         # In place (nn.Module.compile): state dict keys and checkpoints stay those of the plain model.

@@ -92,6 +92,8 @@ def measure(e: Entry, cfg: DictConfig, bar: Progress, data_facts: dict) -> Scree
         log.warning("%s: not screened: %s", e.text, error)
         return NotScreened(e.text, str(error))
     module, data = module_and_data(cfg, spec, backbone)
+    if not data_facts:  # the first backbone measured: the data's lines once, not once a backbone
+        data.log_splits()
     train = data.splits["train"]
     indices = probe_sample(train.labels, cfg.sample_size, data.seed)
     split = "train" if len(indices) == len(train.labels) else "probe"
@@ -102,7 +104,7 @@ def measure(e: Entry, cfg: DictConfig, bar: Progress, data_facts: dict) -> Scree
     bar.update(task, description=f"{e.text}: frozen pass", total=len(labels))
     started = time.perf_counter()
     with counted(module, lambda n: bar.advance(task, n)) as calls:
-        features = split_features(module, data, split, augment=False, views=1, directory=cache_dir(cfg))[0]
+        features = split_features(module, data, split, False, 1, cache_dir(cfg), bar=False)[0]  # the screen's bar
     computed, pass_seconds = bool(calls), time.perf_counter() - started
     images_per_s = images_per_second(calls) if computed else throughput(module, data, split)
     started = time.perf_counter()
