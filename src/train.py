@@ -17,7 +17,7 @@ from transferlab import console
 from transferlab.distributed import launch
 from transferlab.errors import TransferlabError, run_app
 from transferlab.run import resolvers
-from transferlab.run.pipeline import Job, train
+from transferlab.run.pipeline import Job, RunStopped, train
 
 log = logging.getLogger("transferlab")
 
@@ -37,11 +37,11 @@ def main(cfg: DictConfig) -> float:
     prepare_process(cfg.get("verbose", False))
     try:
         return train(cfg, Job.from_hydra())[cfg.optimized_metric]
-    except TransferlabError as error:
+    except (TransferlabError, RunStopped) as error:
         log.error("%s", error)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweep goes on; Hydra reports this run as failed
-        sys.exit(1)
+        sys.exit(error.exit_status if isinstance(error, RunStopped) else 1)
 
 
 if __name__ == "__main__":

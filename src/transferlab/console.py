@@ -45,6 +45,8 @@ _WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         UserWarning,
         r"lightning\.pytorch",
     ),
+    # A resumed run writes into its own checkpoints/ folder on purpose (its last.ckpt is what it resumes).
+    (r"Checkpoint directory .* exists and is not empty", UserWarning, r"lightning\.pytorch"),
     # src/export.py asks for the TorchScript-based ONNX exporter (dynamo=False; the newer one needs
     # the onnxscript package, not a dependency) and checks every export against the checkpoint.
     (r"You are using the legacy TorchScript-based ONNX export", DeprecationWarning, ""),
@@ -69,12 +71,18 @@ _LIGHTNING_INFO_DROPPED = re.compile(
             # Said by transferlab's own lines: the device in "training N epochs on cpu", the tested
             # checkpoint in metrics.json (best_checkpoint).
             r"GPU available: ",
+            # Said by transferlab's own line on how the run stopped and how to resume it.
+            r"(\[rank: \d+\] )?Received SIGTERM: ",
             r"Loaded model weights from the checkpoint at ",
         )
     )
 )
 # rank_zero_info logs through one of these, whichever Lightning package was imported last.
-_LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+_LIGHTNING_INFO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.trainer.connectors.signal_connector",  # "Received SIGTERM"
+)
 
 
 class _DropLightningNoise(logging.Filter):

@@ -70,10 +70,15 @@ class EpochLine(L.Callback):
         first, last = trainer.current_epoch + 1, trainer.max_epochs
         if last is None or last < 0:
             span = f"training until step {trainer.max_steps}"
-        elif first == 1:
+        elif first == 1 and not trainer.fit_loop.epoch_loop.batch_progress.current.completed:
             span = f"training {last} epoch{'s' * (last != 1)}"
         else:
-            span = f"resuming at epoch {first} of {last}"
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            span = f"resuming at epoch {first} of {last}" + (f", after its batch {done}" if done else "")
+        # A run resumed mid-epoch (a signal's checkpoint) starts inside an epoch: no on_train_epoch_start.
+        self._started = time.perf_counter()
+        optimizers = trainer.optimizers
+        self._lr = optimizers[0].param_groups[0]["lr"] if optimizers and optimizers[0].param_groups else None
         device = str(trainer.strategy.root_device)
         if trainer.world_size > 1:
             device = f"{trainer.world_size} processes ({trainer.strategy.root_device.type})"

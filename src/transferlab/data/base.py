@@ -8,7 +8,7 @@ import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -136,6 +136,7 @@ class EpochSampler(Sampler):
         # Per-index drawing weights (data.sampler=balanced): each epoch draws `size` indices with
         # replacement, seeded by epoch, instead of a permutation.
         self.weights = weights
+        self.resume_at: tuple[int, int] | None = None  # (epoch, this rank's indices already trained on)
         self.epoch = 0
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if distributed else 0
@@ -160,8 +161,30 @@ class EpochSampler(Sampler):
             order = list(range(self.size))
         if self.shuffle:
             order = order + order[: len(self) * self.world_size - self.size]
-        for index in order[self.rank :: self.world_size]:
+        mine = order[self.rank :: self.world_size]
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:  # a mid-epoch checkpoint's epoch
+            mine = mine[self.resume_at[1] :]
+        self.resume_at = None
+        for index in mine:
             yield (self.epoch, index) if self.keyed_by_epoch else index
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, with the state Lightning keeps in a mid-epoch checkpoint (a run stopped by a
+    signal: callbacks/stops.py): the epoch and how many of its batches were trained. Restored, the epoch
+    continues with the batches it had not reached, in the same order, so the resumed run trains what an
+    uninterrupted one would. `trained_batches` reads the trainer's count: the loader itself runs ahead
+    (prefetching), the count of trained batches does not."""
+
+    def __init__(self, *args: Any, trained_batches: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trained_batches = trained_batches
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": int(self.trained_batches())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at = (int(state["epoch"]), int(state["batches"]) * int(self.batch_size))
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -331,7 +354,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         weights = self.balanced_weights(split) if augment and self.sampler == "balanced" else None
         sampler = EpochSampler(len(dataset), self.seed, shuffle=augment, keyed_by_epoch=augment, weights=weights)
         self.check_shares(split, len(dataset), sampler.world_size)
-        return DataLoader(
+        resumable = {"trained_batches": self.trained_batches} if augment else {}
+        return (ResumableLoader if augment else DataLoader)(
             dataset,
             batch_size=self.batch_size // sampler.world_size,
             sampler=sampler,
@@ -339,7 +363,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             pin_memory=self.pin_memory,
             collate_fn=cached.collate if cached is not None else None,  # features come batched
+            **resumable,
         )
+
+    def trained_batches(self) -> int:
+        """Batches of the current epoch the trainer has trained on (a mid-epoch checkpoint's position):
+        `processed`, since a stop raised in on_train_batch_end comes after the step and before Lightning
+        counts the batch completed (a resumed Lightning completes it, and so skips it too)."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
 
     def balanced_weights(self, split: str) -> torch.Tensor:
         """1 / (images of its class) for every image: each class is drawn as often as any other."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.figures import log_final_hparams
+from transferlab.callbacks.stops import Diverged, Stopped, StopSignals, finite_checkpoint
 from transferlab.classifier.module import count_parameters
 from transferlab.distributed import launch, ranks
 from transferlab.errors import TransferlabError
@@ -30,6 +32,15 @@ from transferlab.run.decide import decide, decided_config, recipe_changes
 from transferlab.run.lr_finder import find_learning_rate
 
 log = logging.getLogger(__name__)
+
+
+class RunStopped(Exception):
+    """A run that ended early and said so in its metrics.json: interrupted (a signal, Ctrl-C) or
+    diverged. `exit_status` is what the process should exit with."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 @dataclass(frozen=True)
@@ -129,22 +140,63 @@ def train(cfg: DictConfig, job: Job | None = None) -> dict:
         if cfg.get("resume"):
             cfg, checkpoint_to_resume = resumed_config(cfg, job)
         return fit_and_test(cfg, job, checkpoint_to_resume)
+    except RunStopped:
+        raise  # its metrics.json is written
     except Exception as error:
         if not ranks.is_global_zero():
             raise  # under DDP, rank 0 reports
-        failed = {
-            "status": "failed",
-            "error": f"{type(error).__name__}: {error}",
-            "model": cfg.model.get("name"),
-            "data": job.choices.get("data"),
-            "strategy": job.choices.get("strategy"),
-            "seed": cfg.seed,
-        }
-        write_json(job.output_dir / "metrics.json", failed)
+        write_json(
+            job.output_dir / "metrics.json", run_facts(cfg, job, "failed", error=f"{type(error).__name__}: {error}")
+        )
         raise
     finally:
         if launching_process:
             launch.tear_down()
+
+
+def run_facts(cfg: DictConfig, job: Job, status: str, **facts) -> dict:
+    """A metrics.json for a run that did not complete: its status, what it was, and `facts`."""
+    described = {
+        "model": cfg.model.get("name"),
+        "data": job.choices.get("data"),
+        "strategy": job.choices.get("strategy"),
+    }
+    return {"status": status, **facts, **described, "seed": cfg.seed}
+
+
+def stopped_early(cfg: DictConfig, job: Job, error: BaseException, stops: StopSignals | None) -> RunStopped | None:
+    """The RunStopped for a fit that a signal or a diverged loss ended (its metrics.json written), or None."""
+    metrics_file, checkpoints = job.output_dir / "metrics.json", job.output_dir / "checkpoints"
+    if isinstance(error, Diverged):
+        last_finite = finite_checkpoint(checkpoints / "last.ckpt", checkpoints / "best.ckpt")
+        message = (
+            f"diverged at epoch {error.epoch + 1}, step {error.step}: {error.reason}; the learning rate is the "
+            f"likely cause (optimizer.lr={cfg.optimizer.get('lr')}): try one 3–10× lower"
+        )
+        if ranks.is_global_zero():
+            facts = run_facts(
+                cfg, job, "diverged", error=message, epoch=error.epoch + 1, step=error.step,
+                last_finite_checkpoint=str(last_finite) if last_finite else None,
+            )  # fmt: skip
+            write_json(metrics_file, facts)
+        return RunStopped(message, 1)
+    stopped: Stopped | None = stops.stopped if stops is not None else None
+    if stopped is None:
+        return None
+    resume = f"python src/train.py resume={job.output_dir}"
+    where = f"epoch {stopped.epoch + 1}, step {stopped.step}"
+    if stopped.checkpoint is not None:
+        message = f"{stopped.cause}: stopped at {where} and saved {stopped.checkpoint}; continue with: {resume}"
+    else:
+        message = f"{stopped.cause}: stopped at {where}; no checkpoint could be saved"
+    if ranks.is_global_zero():
+        facts = run_facts(
+            cfg, job, "interrupted", error=message, signal=stopped.cause, epoch=stopped.epoch + 1, step=stopped.step,
+            checkpoint=str(stopped.checkpoint) if stopped.checkpoint else None,
+            resume=resume if stopped.checkpoint else None,
+        )  # fmt: skip
+        write_json(metrics_file, facts)
+    return RunStopped(message, stopped.exit_status)
 
 
 def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -> dict:
@@ -186,7 +238,14 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
         options = {k: cfg.tune[k] for k in ("min_lr", "max_lr", "num_training")}
         tuned = {"tune/lr": find_learning_rate(trainer, module, datamodule, **options)}
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
+    stops = next((c for c in trainer.callbacks if isinstance(c, StopSignals)), None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
+    except BaseException as error:  # Lightning's SIGTERMException and Ctrl-C's exit are SystemExit
+        stopped = stopped_early(cfg, job, error, stops)
+        if stopped is None:
+            raise
+        raise stopped from None
     fit_seconds = time.perf_counter() - started
     in_sync = {}
     if trainer.world_size > 1:  # every multi-process run proves its ranks trained one model
@@ -237,9 +296,11 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
 
 
 def write_json(path: Path, content: dict) -> None:
-    """Strict JSON (a value that is not a finite number would make it unreadable), written atomically."""
+    """Strict JSON, written atomically; a value that is not a finite number is written as null (NaN is
+    not JSON, and a file a reader cannot parse is worse than a missing value)."""
+    finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in content.items()}
     partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(content, indent=2, allow_nan=False) + "\n")
+    partial.write_text(json.dumps(finite, indent=2, allow_nan=False) + "\n")
     partial.replace(path)
 
 

@@ -1,0 +1,18 @@
+"""A callback that sends its own process a real signal at a chosen step (tests/test_stops.py): what Slurm,
+Kubernetes or a user's Ctrl-C do from outside, at a step the test can name."""
+
+import os
+import signal
+
+import lightning as L
+
+
+class SignalAt(L.Callback):
+    """Sends this process `name` after training batch `batch` of epoch `epoch` (both 0-based)."""
+
+    def __init__(self, epoch: int, batch: int, name: str = "SIGTERM") -> None:
+        self.epoch, self.batch, self.name = epoch, batch, name
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), getattr(signal, self.name))

@@ -1,0 +1,131 @@
+"""Runs that stop early say so: a real signal (SIGTERM, SIGUSR1, Ctrl-C) saves a checkpoint where it
+stopped and exits non-zero, and the resumed run ends as one never stopped; a diverged loss stops the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from transferlab.run.pipeline import RunStopped, train
+
+from conftest import ROOT, TINY, compose_config, write_colour_images
+
+# 36 images in train/, 29 after the val split: eight steps of 4 an epoch, so a signal lands mid-epoch.
+SMALL = [
+    "data=image_folder",
+    "model=small_cnn",
+    "strategy=scratch",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "trainer.max_epochs=3",
+    "trainer.enable_progress_bar=false",
+    "callbacks.last_checkpoint.every_s=0",
+]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stops")
+    write_colour_images(root / "train", 12, 0)
+    write_colour_images(root / "val", 4, 1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def never_stopped(photos, tmp_path_factory):
+    """The reference: the same run, never stopped."""
+    where = tmp_path_factory.mktemp("whole")
+    assert run(*SMALL, f"data.root={photos}", f"hydra.run.dir={where}").returncode == 0
+    return where
+
+
+def run(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *overrides],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def signal_at(epoch: int, batch: int, name: str) -> list[str]:
+    return [
+        "+callbacks.signal._target_=signal_helper.SignalAt",
+        f"+callbacks.signal.epoch={epoch}",
+        f"+callbacks.signal.batch={batch}",
+        f"+callbacks.signal.name={name}",
+    ]
+
+
+def weights(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_sigterm_mid_epoch_saves_exits_143_and_the_resumed_run_equals_an_uninterrupted_one(
+    photos, never_stopped, tmp_path
+):
+    common = [*SMALL, f"data.root={photos}"]
+    stopped = run(*common, *signal_at(1, 3, "SIGTERM"), f"hydra.run.dir={tmp_path / 'stopped'}")
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    metrics = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
+    assert (metrics["status"], metrics["signal"], metrics["epoch"], metrics["step"]) == (
+        "interrupted",
+        "SIGTERM",
+        2,
+        12,
+    )
+    assert metrics["resume"] == f"python src/train.py resume={tmp_path / 'stopped'}"
+    assert f"continue with: python src/train.py resume={tmp_path / 'stopped'}" in stopped.stdout + stopped.stderr
+    assert "Traceback" not in stopped.stderr and "Received SIGTERM" not in stopped.stdout + stopped.stderr
+
+    resumed = run(f"resume={tmp_path / 'stopped'}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at epoch 2 of 3, after its batch 4" in resumed.stdout
+    a, b = weights(tmp_path / "stopped"), weights(never_stopped)
+    assert all(torch.equal(a[k], b[k]) for k in b), "the same weights as a run never stopped"
+    first, second = (json.loads((r / "metrics.json").read_text()) for r in (tmp_path / "stopped", never_stopped))
+    assert (first["test/acc"], first["epochs"], first["status"]) == (second["test/acc"], second["epochs"], "completed")
+
+
+@pytest.mark.parametrize(("name", "status"), [("SIGUSR1", 138), ("SIGINT", 130)])
+def test_sigusr1_and_ctrl_c_save_too_exit_non_zero_and_resume_exactly(name, status, photos, never_stopped, tmp_path):
+    stopped = run(*SMALL, f"data.root={photos}", *signal_at(0, 2, name), f"hydra.run.dir={tmp_path}")
+    assert stopped.returncode == status, stopped.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["signal"] == {"SIGUSR1": "SIGUSR1", "SIGINT": "Ctrl-C"}[name]
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    # Stopped at the step boundary after the signal (this step's or the next): the loader's place is that step.
+    assert saved["global_step"] in (3, 4)
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 0, "batches": saved["global_step"]}
+    ]
+
+
+def test_a_nan_loss_stops_the_run_in_its_first_epoch_and_says_diverged(colour_folder, tmp_path):
+    cfg = compose_config([*TINY, f"data.root={colour_folder}", "optimizer.lr=1e30", "trainer.max_epochs=5"], tmp_path)
+    with pytest.raises(
+        RunStopped, match=r"diverged at epoch 1, step \d+: the training loss is nan; .*optimizer.lr=1e\+30"
+    ):
+        train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["epoch"] == 1 and "test/acc" not in metrics
+
+
+def test_a_loss_far_above_a_uniform_guess_is_divergence_too(colour_folder, tmp_path):
+    overrides = [*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch", "optimizer=sgd"]
+    cfg = compose_config([*overrides, "optimizer.lr=1000"], tmp_path)
+    with pytest.raises(RunStopped, match="over 100× a uniform guess's 1.099") as stopped:
+        train(cfg)
+    assert stopped.value.exit_status == 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+    fine = train(compose_config([*overrides, "optimizer.lr=0.01"], tmp_path / "fine"))
+    assert fine["status"] == "completed", "a sane rate is not stopped"
