@@ -1,7 +1,7 @@
 """Classify images with an exported model and onnxruntime alone: no torch, no transferlab.
 
     pip install onnxruntime pillow numpy
-    python examples/predict_onnx.py model.onnx photo.jpg [more.jpg ...]
+    python examples/predict_onnx.py model.onnx photo.jpg [more.jpg | a folder ...]
 
 The .onnx file written by `python src/export.py format=onnx` carries its class names and its
 preprocessing (metadata_props): resize the short side to resize_size, centre-crop input_size,
@@ -10,6 +10,7 @@ scale to [0, 1], subtract mean, divide by std, channels first.
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -30,14 +31,28 @@ def preprocess(path: str, meta: dict) -> np.ndarray:
     return pixels.transpose(2, 0, 1)  # HWC → CHW
 
 
+def files(arguments: list[str]) -> list[str]:
+    """The images named, a folder's files in order."""
+    found = []
+    for argument in arguments:
+        path = Path(argument)
+        found += sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [argument]
+    return found
+
+
 def main(model_path: str, images: list[str], top_k: int = 3) -> None:
     session = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     names = json.loads(meta["class_names"])
-    logits = session.run(["logits"], {"images": np.stack([preprocess(p, meta) for p in images])})[0]
-    probabilities = np.exp(logits - logits.max(1, keepdims=True))
-    probabilities /= probabilities.sum(1, keepdims=True)
-    for path, row in zip(images, probabilities):
+    for path in files(images):
+        try:
+            pixels = preprocess(path, meta)
+        except OSError as error:  # missing, unreadable or not an image: say so, go on with the rest
+            print(f"{path}\tERROR {error}")
+            continue
+        logits = session.run(["logits"], {"images": pixels[None]})[0][0]
+        row = np.exp(logits - logits.max())
+        row /= row.sum()
         best = np.argsort(-row)[:top_k]
         print(path + "\t" + ", ".join(f"{names[i]} {row[i]:.3f}" for i in best))
 

@@ -33,7 +33,7 @@ def prepare_process(verbose: bool = False) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Returns `optimized_metric` (val/acc_best) for sweepers such as Optuna."""
+    """Returns `optimized_metric` (monitor/best: the validation score that chose the checkpoint) for sweepers."""
     prepare_process(cfg.get("verbose", False))
     try:
         return train(cfg, Job.from_hydra())[cfg.optimized_metric]

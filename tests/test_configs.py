@@ -81,7 +81,7 @@ def test_experiments_and_the_optuna_search_compose(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         search = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
         compare = compose("train", overrides=["experiment=digits_compare"], return_hydra_config=True)
-    assert search.hydra.sweeper.direction == "maximize" and search.optimized_metric == "val/acc_best"
+    assert search.hydra.sweeper.direction == "maximize" and search.optimized_metric == "monitor/best"
     assert set(search.hydra.sweeper.params) == {"optimizer.lr", "optimizer.weight_decay", "strategy"}
     assert compare.hydra.sweeper.params == {
         "model": "small_cnn,efficientnet_lite0",

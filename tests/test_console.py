@@ -160,10 +160,11 @@ def test_quiet_upstream_drops_only_the_named_messages():
             "TPU available: True, using: 8 TPU cores",
             "GPU available: True (cuda), used: True",
             "`Trainer.fit` stopped: `max_epochs=2` reached.",
+            "`Trainer.fit` stopped: `max_steps=100` reached.",
         )
         if rank_zero.filter(logging.LogRecord(rank_zero.name, logging.INFO, "", 0, message, None, None))
     ]
-    assert kept == ["TPU available: True, using: 8 TPU cores", "`Trainer.fit` stopped: `max_epochs=2` reached."]
+    assert kept == ["TPU available: True, using: 8 TPU cores", "`Trainer.fit` stopped: `max_steps=100` reached."]
     quiet_upstream(verbose=True)  # verbose=true: every line again
     try:
         assert rank_zero.filter(

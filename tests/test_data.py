@@ -344,3 +344,37 @@ def test_a_table_the_run_cannot_use_is_one_clear_error(rows, options, message, t
         TableDataModule(csv=str(table), data_config=CONFIG, num_workers=0, **options).setup()
     with pytest.raises(TransferlabError, match="data=csv needs data.csv=PATH"):
         TableDataModule(data_config=CONFIG)
+
+
+def test_a_file_listed_twice_is_reported_and_a_class_missing_from_a_split_warned(tmp_path, caplog):
+    rows = ["file,label,split"]
+    rows += [f"img/{c}/{c}_{i:03d}.jpg,{c},{'train' if i < 4 else 'test'}" for c in ("red", "green") for i in range(6)]
+    rows += ["img/blue/blue_000.jpg,blue,test", "img/red/red_005.jpg,red,train"]  # blue: test only; red_005 twice
+    table = labelled_table(tmp_path, rows)
+    caplog.set_level(logging.INFO)
+    module = TableDataModule(csv=str(table), data_config=CONFIG, num_workers=0, scan_cache_dir=str(tmp_path / "s"))
+    module.setup()
+    module.log_splits()
+    assert "skipped 1 of 14 rows: row 15: the same file as row 7" in caplog.text
+    assert "(-1 known" not in caplog.text
+    assert "the train split has no images of 'blue': the model cannot learn them" in caplog.text
+
+
+def test_val_fraction_0_where_it_does_not_apply_is_an_error_not_ignored(tmp_path):
+    write_colour_images(tmp_path, 4, 0)  # class folders, split here by split_fractions
+    with pytest.raises(
+        TransferlabError, match="data.val_fraction=0 applies to a folder with train/ and val/ but no test/"
+    ):
+        ImageFolderDataModule(root=str(tmp_path), data_config=CONFIG, val_fraction=0).setup()
+
+
+def test_a_clean_scan_removes_an_older_list_of_bad_files(tmp_path):
+    from transferlab.data import scan
+
+    (tmp_path / "a.jpg").write_bytes(b"not an image")
+    files = [tmp_path / "a.jpg"]
+    report = scan.cache_paths(tmp_path, tmp_path.parent / "c")[1]
+    assert scan.scan(tmp_path, files, tmp_path.parent / "c") == [] and "a.jpg" in report.read_text()
+    write_colour_images(tmp_path / "x", 1, 0)
+    good = sorted((tmp_path / "x").rglob("*.jpg"))
+    assert scan.scan(tmp_path, good, tmp_path.parent / "c") == good and not report.exists()

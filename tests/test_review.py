@@ -130,19 +130,27 @@ def test_the_report_chooses_on_validation_and_says_how_sure_the_comparison_is(tm
     assert rows[0].startswith(
         "| ★ | image_folder (photos) | `optimizer.lr=0.01` | 1 | 0.9500 | 0.8000 [0.711, 0.867] |"
     )
-    # Two seeds: mean ± sample std, and the t interval of the mean (t(0.975, 1) = 12.706), kept within [0, 1].
+    # Two seeds that agree: mean ± sample std (0), and an interval no narrower than Wilson's over their 200
+    # pooled test predictions (a t interval of width 0 would say nothing of the test set's size).
     assert rows[1].startswith(
-        "|  | image_folder (photos) | `optimizer.lr=0.1` | 2 | 0.9050 | 0.9000 ± 0.0000 [0.900, 0.900] |"
+        "|  | image_folder (photos) | `optimizer.lr=0.1` | 2 | 0.9050 | 0.9000 ± 0.0000 [0.851, 0.934] |"
     )
+    assert rows[1].endswith("`2/checkpoints/best.ckpt` |"), "the checkpoint of the seed with the best validation score"
     assert "`0/checkpoints/best.ckpt`" in rows[0]
     # Paired on seed 1, the seed both recipes ran.
     only_a = sum(x and not y for x, y in zip(a, b1))
     only_b = sum(y and not x for x, y in zip(a, b1))
     p = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
     assert (
-        f"`optimizer.lr=0.01` alone right on {only_a} test images, `optimizer.lr=0.1` alone on {only_b}; "
+        f"seed 1: `optimizer.lr=0.01` alone right on {only_a} test images, `optimizer.lr=0.1` alone on {only_b}; "
         f"p = {p:.3g}, a real difference, in favour of `optimizer.lr=0.1` (exact McNemar p < 0.05)" in text
     ), "the validation choice loses on test here, and the report says so"
+    assert (tmp_path / "report.png").stat().st_size > 1000
+    # A run scored on `monitor` (val/balanced_acc) ranks by that score, not by val/acc_best.
+    metrics = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    metrics.update({"monitor": "val/balanced_acc", "monitor/best": 0.5})
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps(metrics))
+    assert next(r for r in report(tmp_path).read_text().splitlines() if r.startswith("| ★ |")).count("optimizer.lr=0.1")
     # Different test images cannot be paired.
     (tmp_path / "1" / "test_predictions.csv").write_text("index,file,label,prediction,confidence\n0,/x.jpg,cat,cat,1\n")
     assert "no paired test: the two runs were tested on different images" in report(tmp_path).read_text()
@@ -243,9 +251,11 @@ def test_the_readme_onnx_example_predicts_as_the_checkpoint_with_onnxruntime_alo
     checkpoint = sweep / "1_head_only" / "checkpoints" / "best.ckpt"
     written, _, _ = export(str(checkpoint), "onnx", str(tmp_path / "model.onnx"))
     photos = sorted((colour_folder / "test").rglob("*.jpg"))[::3]
+    (tmp_path / "notes.jpg").write_text("not an image")
     blocked = "import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    arguments = [str(written), *map(str, photos), str(tmp_path / "notes.jpg")]
     result = subprocess.run(
-        [sys.executable, "-c", blocked, str(ROOT / "examples" / "predict_onnx.py"), str(written), *map(str, photos)],
+        [sys.executable, "-c", blocked, str(ROOT / "examples" / "predict_onnx.py"), *arguments],
         capture_output=True,
         text=True,
         timeout=120,
@@ -253,7 +263,7 @@ def test_the_readme_onnx_example_predicts_as_the_checkpoint_with_onnxruntime_alo
     assert result.returncode == 0, result.stderr
     expected = predict(load_classifier(checkpoint), photos, top_k=3)
     lines = result.stdout.splitlines()
-    assert len(lines) == len(photos)
+    assert len(lines) == len(photos) + 1 and lines.pop().startswith(f"{tmp_path / 'notes.jpg'}\tERROR ")
     for line, row in zip(lines, expected):
         path, ranked = line.split("\t")
         pairs = [item.rsplit(" ", 1) for item in ranked.split(", ")]
@@ -404,6 +414,17 @@ def test_tensorboard_shows_every_run_of_a_sweep_with_its_final_metrics(colour_fo
         assert row["strategy"] == metrics["strategy"]
         assert row["test/acc"] == pytest.approx(metrics["test/acc"], rel=1e-6)
         assert row["val/acc_best"] == pytest.approx(metrics["val/acc_best"], rel=1e-6)
+
+
+def test_a_perfect_run_a_csv_table_and_the_chart_report_without_error(tmp_path):
+    from transferlab.review.report import report
+
+    fake_run(tmp_path, "0", ["optimizer.lr=0.01"], 1, 1.0, [True] * 13)  # Wilson's bound: 0.9999999…
+    config = tmp_path / "0" / ".hydra" / "config.yaml"
+    config.write_text("model:\n  name: resnet18\ndata:\n  csv: /home/me/labels.csv\n")
+    text = report(tmp_path).read_text()
+    assert "| ★ | image_folder (labels.csv) |" in text and "1.0000 [0.772, 1.000]" in text
+    assert (tmp_path / "report.png").stat().st_size > 1000
 
 
 def test_the_intervals_and_the_paired_test_equal_their_closed_forms():

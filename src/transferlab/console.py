@@ -71,6 +71,8 @@ _LIGHTNING_INFO_DROPPED = re.compile(
             # Said by transferlab's own lines: the device in "training N epochs on cpu", the tested
             # checkpoint in metrics.json (best_checkpoint).
             r"GPU available: ",
+            # Said by the epoch lines (the last one's "epoch N/N") and "early stopping after epoch …".
+            r"`Trainer.fit` stopped: `max_epochs=\d+` reached",
             # Said by transferlab's own line on how the run stopped and how to resume it.
             r"(\[rank: \d+\] )?Received SIGTERM: ",
             r"Loaded model weights from the checkpoint at ",
@@ -118,7 +120,8 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return text if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {text}"
+        prefix = f"{record.levelname.lower()}: "
+        return text if record.levelno <= logging.INFO or text.startswith(prefix) else prefix + text
 
 
 class HideProgressOnTerminal(logging.Filter):

@@ -35,7 +35,7 @@ def one_line_errors(task: Callable[[Any], T]) -> Callable[[Any], T]:
         try:
             return task(cfg)
         except TransferlabError as error:
-            logging.getLogger("transferlab").error("%s", error)
+            logging.getLogger("transferlab").error("error: %s", error)
             sys.exit(1)
 
     return run
@@ -52,7 +52,8 @@ def run_app(main: Callable[[], object]) -> None:
     try:
         main()
     except HydraException as error:
-        logging.getLogger("transferlab").error("%s", hydra_refusal(error))
+        # "error: ", as a run's own errors read on its console (console.ConsoleFormatter).
+        logging.getLogger("transferlab").error("error: %s", hydra_refusal(error))
         sys.exit(1)
 
 

@@ -75,6 +75,10 @@ def split_lines(class_names: Sequence[str], splits: dict[str, Split]) -> tuple[l
                 "  val      none: data.val_fraction=0, so nothing chooses an epoch or stops early: the run trains "
                 "every epoch on all of train/ and tests the last epoch's weights"
             )
+        missing = [c for c, n in zip(class_names, counts, strict=True) if n == 0]
+        if missing:
+            consequence = "the model cannot learn them" if name == "train" else "nothing measures them"
+            warnings.append(f"the {name} split has no images of {', '.join(map(repr, missing))}: {consequence}")
         if name == "train" and counts.min() > 0 and counts.max() > IMBALANCED * counts.min():
             small, large = int(counts.argmin()), int(counts.argmax())
             warnings.append(

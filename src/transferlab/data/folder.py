@@ -54,6 +54,8 @@ def carve_validation(
     held = []
     for label, name in enumerate(class_names):
         members = np.flatnonzero(labels == label)
+        if len(members) == 0:
+            continue  # a class with no training images at all: the start lines warn of it
         if len(members) < 2:
             raise TransferlabError(
                 f"data.val_fraction: class {name!r} has {len(members)} image in {where}, too few to hold one out for "
@@ -101,6 +103,12 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     def find_splits(self) -> tuple[list[str], dict[str, Split]]:
         if not self.root.is_dir():
             raise TransferlabError(f"data.root={self.root} is not a directory")
+        layout_uses_val_fraction = (self.root / "train").is_dir() and not (self.root / "test").is_dir()
+        if self.val_fraction == 0 and not layout_uses_val_fraction:
+            raise TransferlabError(
+                f"data.val_fraction=0 applies to a folder with train/ and val/ but no test/; {self.root} is split "
+                "by data.split_fractions (or has its own test/): leave data.val_fraction as it is"
+            )
         if not (self.root / "train").is_dir():
             classes = class_folders(self.root, self.scan_cache_dir)
             names = list(classes)

@@ -69,12 +69,15 @@ def scan(root: Path, files: list[Path], cache_dir: Path | None) -> list[Path]:
             first = ", ".join(f"{path} ({problem})" for path, problem in bad[:5])
             log.warning("%s: skipped %d unusable image file(s) of %d: %s", root, len(bad), len(files), first)
         return [path for path, problem in problems.items() if not problem]
+    files = list(dict.fromkeys(files))  # a file listed twice is checked once
     cache_path, report = cache_paths(root, Path(cache_dir).expanduser())
     with locked(cache_path):
         results = _results(root, files, _read_cache(cache_path))
         _write(cache_path, json.dumps(results))
         problem_of = {path: results[os.path.relpath(path, root)][2] for path in files}
         bad = [(path, problem) for path, problem in problem_of.items() if problem]
+        if not bad:
+            report.unlink(missing_ok=True)  # an older list (other files of this folder) would mislead
         if bad:
             written = _write(report, "".join(f"{path}\t{problem}\n" for path, problem in bad))
             where = (

@@ -95,7 +95,7 @@ class TableDataModule(ImageClassificationDataModule):
         if not rows:
             raise TransferlabError(f"data.csv={self.table}: no rows")
         path_key, label_key, split_key = self.columns(rows)
-        entries, problems = [], []
+        entries, problems, first_row = [], [], {}
         for number, row in enumerate(rows, start=2):  # row 1 is the header, as a spreadsheet numbers it
             name, label = (row.get(path_key) or "").strip(), (row.get(label_key) or "").strip()
             split = SPLIT_VALUES.get((row.get(split_key) or "").strip().lower()) if split_key else None
@@ -106,10 +106,14 @@ class TableDataModule(ImageClassificationDataModule):
                 problems.append(f"row {number}: split {row.get(split_key)!r} is not train, val or test")
             elif not path.is_file():
                 problems.append(f"row {number}: no file {path}")
+            elif path in first_row:  # twice: it would train and test on one image, or count twice
+                problems.append(f"row {number}: the same file as row {first_row[path]}")
             else:
+                first_row[path] = number
                 entries.append((path, label, split, number))
         usable = set(scan(self.root, [e[0] for e in entries], self.scan_cache_dir)) if entries else set()
         problems += [f"row {n}: {path} is not a readable image" for path, _, _, n in entries if path not in usable]
+        problems.sort(key=lambda text: int(text.split(":")[0].removeprefix("row ")))
         entries = [entry[:3] for entry in entries if entry[0] in usable]
         if problems:
             log.warning(

@@ -61,26 +61,44 @@ class Recipe:
         values = [v for v in (r.value(key) for r in self.runs) if v is not None]
         return sum(values) / len(values) if values else None
 
-    def test_text(self) -> str:
-        """Test accuracy with its 95 % interval."""
-        values = [v for v in (r.value("test/acc") for r in self.runs) if v is not None]
-        if len(values) >= 2:
-            summary = seed_interval(values)
-            low, high = max(summary.low, 0.0), min(summary.high, 1.0)  # an accuracy stays within [0, 1]
-            return f"{summary.mean:.4f} ± {summary.std:.4f} [{low:.3f}, {high:.3f}]"
-        size = self.first.value("data/test_size")
-        if not values or not size:
-            return fmt(values[0] if values else None, ".4f")
-        low, high = wilson(round(values[0] * size), int(size))
-        return f"{values[0]:.4f} [{low:.3f}, {high:.3f}]"
+    def mean_selection(self) -> float | None:
+        values = [v for v in map(selection_score, self.runs) if v is not None]
+        return sum(values) / len(values) if values else None
+
+    def best_run(self) -> Run:
+        """The seed with the best selection score: its checkpoint is the one to use."""
+        return max(self.runs, key=lambda r: selection_score(r) if selection_score(r) is not None else -1.0)
 
     def interval(self) -> tuple[float, float] | None:
+        """The 95 % interval of the test accuracy. One run: Wilson's over its test images. Several seeds:
+        the wider of the t interval over the seeds and Wilson's over all their test predictions pooled
+        (seeds that agree give a t interval of width 0, which says nothing of the test set's size)."""
         values = [v for v in (r.value("test/acc") for r in self.runs) if v is not None]
+        sizes = [r.value("data/test_size") for r in self.runs if r.value("test/acc") is not None]
+        if not values or not all(sizes):
+            return None
+        low, high = wilson(round(sum(v * n for v, n in zip(values, sizes))), int(sum(sizes)))
         if len(values) >= 2:
             summary = seed_interval(values)
-            return max(summary.low, 0.0), min(summary.high, 1.0)
-        size = self.first.value("data/test_size")
-        return wilson(round(values[0] * size), int(size)) if values and size else None
+            low, high = min(low, summary.low), max(high, summary.high)
+        return max(low, 0.0), min(high, 1.0)  # an accuracy stays within [0, 1]
+
+    def test_text(self) -> str:
+        """Test accuracy with its 95 % interval (several seeds: mean ± std)."""
+        values = [v for v in (r.value("test/acc") for r in self.runs) if v is not None]
+        if not values:
+            return "–"
+        span = self.interval()
+        shown = f" [{span[0]:.3f}, {span[1]:.3f}]" if span else ""
+        if len(values) >= 2:
+            summary = seed_interval(values)
+            return f"{summary.mean:.4f} ± {summary.std:.4f}{shown}"
+        return f"{values[0]:.4f}{shown}"
+
+
+def selection_score(run: Run) -> float | None:
+    """What chose the run's checkpoint: its monitor's best (val/acc, val/balanced_acc, val/macro_f1)."""
+    return run.value("monitor/best") if run.value("monitor/best") is not None else run.value("val/acc_best")
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -107,12 +125,12 @@ def read_run(path: Path) -> Run:
     choices = (hydra.get("hydra") or {}).get("runtime", {}).get("choices", {})
     overrides = (hydra.get("hydra") or {}).get("overrides", {}).get("task") or []
     data = metrics.get("data") or choices.get("data", "?")
-    root = (config.get("data") or {}).get("root")
+    root = (config.get("data") or {}).get("csv") or (config.get("data") or {}).get("root")
     return Run(
         path=path,
         status=metrics.get("status", "unfinished"),
         model=metrics.get("model") or (config.get("model") or {}).get("name", "?"),
-        data=f"{data} ({Path(str(root)).name})" if root else data,  # image_folder (photos): which folder
+        data=f"{data} ({Path(str(root)).name})" if root else data,  # image_folder (photos), csv (labels.csv)
         strategy=metrics.get("strategy") or choices.get("strategy", "?"),
         metrics=metrics,
         recipe=tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith(NOT_THE_RECIPE))),
@@ -144,7 +162,7 @@ def recipes(runs: list[Run]) -> dict[str, list[Recipe]]:
     for (data, _), members in grouped.items():
         by_data.setdefault(data, []).append(Recipe(sorted(members, key=lambda r: r.metrics.get("seed", 0))))
     for listed in by_data.values():
-        listed.sort(key=lambda r: -(r.mean("val/acc_best") if r.mean("val/acc_best") is not None else -1.0))
+        listed.sort(key=lambda r: -(r.mean_selection() if r.mean_selection() is not None else -1.0))
     return dict(sorted(by_data.items()))
 
 
@@ -160,7 +178,9 @@ def paired(best: Recipe, runner_up: Recipe, common: frozenset[str] = frozenset()
     if [v[0] for v in first.values()] != [v[0] for v in second.values()] or first.keys() != second.keys():
         return "no paired test: the two runs were tested on different images"
     result = mcnemar([v[1] for v in first.values()], [v[1] for v in second.values()])
-    return result.words(label(best, common), label(runner_up, common))
+    seeds = {run.metrics.get("seed") for run in pair}
+    on = f"seed {seeds.pop()}: " if len(seeds) == 1 else ""
+    return on + result.words(label(best, common), label(runner_up, common))
 
 
 def label(recipe: Recipe, common: frozenset[str] = frozenset()) -> str:
@@ -179,21 +199,22 @@ def markdown(runs: list[Run], where: Path) -> str:
         f"# Sweep report: {where}",
         "",
         ", ".join(f"{n} {status}" for status, n in {"completed": completed, **counts}.items()) + ".",
-        "★ = best validation accuracy for its data set (the test split chooses nothing). Test accuracy: one run,"
-        " with the 95 % Wilson interval over its test images; several seeds, mean ± std and the 95 % t interval.",
+        "★ = best validation score for its data set (each run's `monitor`, val/acc by default; the test split"
+        " chooses nothing). Test accuracy with its 95 % interval: Wilson's over the test images (several seeds:"
+        " mean ± std, and the wider of the t interval over seeds and Wilson's over their pooled predictions).",
         *([f"Every run: `{' '.join(sorted(common))}`."] if common else []),
         "",
-        "| | data | recipe | seeds | val acc | test acc [95 % interval] | trainable params | fit time (s) | best checkpoint |",
+        "| | data | recipe | seeds | val (monitor) | test acc [95 % interval] | trainable params | fit time (s) | best checkpoint (best seed) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for data, listed in by_data.items():
         for rank, recipe in enumerate(listed):
-            run = recipe.first
+            run = recipe.best_run()
             checkpoint = run.metrics.get("best_checkpoint") or ""
             shown = f"`{os.path.relpath(checkpoint, where)}`" if checkpoint else "–"
             lines.append(
                 f"| {'★' if rank == 0 else ''} | {data} | {label(recipe, common)} | {len(recipe.runs)} | "
-                f"{fmt(recipe.mean('val/acc_best'), '.4f')} | {recipe.test_text()} | "
+                f"{fmt(recipe.mean_selection(), '.4f')} | {recipe.test_text()} | "
                 f"{fmt(run.value('model/params/trainable'), ',.0f')} | {fmt(recipe.mean('time/fit_s'), '.1f')} | {shown} |"
             )
     comparisons = [(data, listed) for data, listed in by_data.items() if len(listed) > 1]
@@ -229,6 +250,7 @@ def chart(runs: list[Run], target: Path) -> None:
     ]
     every = [set(r.recipe) for r in runs if r.status == "completed"]
     common = frozenset(set.intersection(*every)) if len(every) > 1 else frozenset()
+    winners = [recipes_of_data[0] for recipes_of_data in recipes(runs).values()]
     markers = dict(zip(sorted({r.first.strategy for r in listed}), "osD^v<>pP*X"))
     figure = Figure(figsize=(7, 4.5))
     axis = figure.subplots()
@@ -236,16 +258,21 @@ def chart(runs: list[Run], target: Path) -> None:
         mine = [r for r in listed if r.first.strategy == strategy]
         x, y = [r.mean("time/fit_s") for r in mine], [r.mean("test/acc") for r in mine]
         spans = [r.interval() or (a, a) for r, a in zip(mine, y, strict=True)]
-        errors = [[a - s[0] for a, s in zip(y, spans, strict=True)], [s[1] - a for a, s in zip(y, spans, strict=True)]]
+        # max(0, …): Wilson's bound at 100 % can round to a hair below the point itself.
+        errors = [
+            [max(0.0, a - s[0]) for a, s in zip(y, spans, strict=True)],
+            [max(0.0, s[1] - a) for a, s in zip(y, spans, strict=True)],
+        ]
         axis.errorbar(x, y, yerr=errors, fmt=marker, markersize=7, capsize=3, label=strategy)
         for recipe, at in zip(mine, zip(x, y, strict=True), strict=True):
-            text = label(recipe, common).strip("`")
+            text = ("★ " if recipe in winners else "") + label(recipe, common).strip("`")
             axis.annotate(text, at, fontsize=7, xytext=(4, 4), textcoords="offset points")
-    axis.set_ylim(0, 1.02)
-    axis.set_xlim(left=0)
+    axis.set_ylim(0, 1.05)
+    longest = max((r.mean("time/fit_s") for r in listed), default=1.0) or 1.0
+    axis.set_xlim(0, longest * 1.35)  # room for the labels right of the slowest recipe
     axis.set_xlabel("fit time (s)")
     axis.set_ylabel("test accuracy (95 % interval)")
-    axis.set_title("Which recipe wins")
+    axis.set_title("Test accuracy of each recipe (★ chosen on validation)")
     axis.grid(alpha=0.3)
     if markers:
         axis.legend(title="strategy", fontsize=8, loc="lower right")

@@ -264,6 +264,9 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
         "test/balanced_acc": test_metrics["test/balanced_acc"],
         "test/macro_f1": test_metrics["test/macro_f1"],
         "val/acc_best": float(module.val_acc_best.compute()) if datamodule.has_validation else None,
+        # What chose best.ckpt (`monitor`) and its score there: the report and sweepers rank on it.
+        "monitor": cfg.get("monitor", "val/acc") if datamodule.has_validation else None,
+        "monitor/best": monitored_best(trainer) if datamodule.has_validation else None,
         "model/params/trainable": trainable,
         "model/params/total": total,
         "time/fit_s": round(fit_seconds, 2),
@@ -289,10 +292,17 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
         )
         write_json(job.output_dir / "metrics.json", metrics)
     if datamodule.has_validation:
-        log.info("test/acc %.4f (best val/acc %.4f) — %s", metrics["test/acc"], metrics["val/acc_best"], job.output_dir)
+        chosen = f"{metrics['monitor']} {metrics['monitor/best']:.4f}" if metrics["monitor/best"] is not None else "–"
+        log.info("test/acc %.4f (the checkpoint of best %s) — %s", metrics["test/acc"], chosen, job.output_dir)
     else:
         log.info("test/acc %.4f (the last epoch's weights; no val split) — %s", metrics["test/acc"], job.output_dir)
     return metrics
+
+
+def monitored_best(trainer: L.Trainer) -> float | None:
+    """The monitored score of the checkpoint that was tested (best.ckpt)."""
+    score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    return float(score) if score is not None else None
 
 
 def write_json(path: Path, content: dict) -> None:
