@@ -33,15 +33,32 @@ def prepare_process(verbose: bool = False) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Returns `optimized_metric` (monitor/best: the validation score that chose the checkpoint) for sweepers."""
+    """Returns `optimized_metric` (monitor/best: the validation score that chose the checkpoint) for
+    sweepers. In a sweep a job that fails returns NaN rather than raising: the other jobs run, and the
+    sweep's summary (run/sweeps.py) lists it and sets the exit status."""
     prepare_process(cfg.get("verbose", False))
-    try:
-        return train(cfg, Job.from_hydra())[cfg.optimized_metric]
-    except (TransferlabError, RunStopped) as error:
-        log.error("%s", error)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep goes on; Hydra reports this run as failed
-        sys.exit(error.exit_status if isinstance(error, RunStopped) else 1)
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    retries = int(cfg.get("sweep", {}).get("retries", 0)) if sweeping else 0
+    for attempt in range(retries + 1):
+        try:
+            value = train(cfg, Job.from_hydra()).get(cfg.optimized_metric)
+            return float("nan") if value is None else value
+        except (TransferlabError, RunStopped) as error:  # the user's to fix: running again changes nothing
+            log.error("%s", error)
+            if sweeping:
+                return float("nan")
+            sys.exit(error.exit_status if isinstance(error, RunStopped) else 1)
+        except Exception as error:  # noqa: BLE001 - perhaps transient: out of memory, a lost worker
+            if attempt < retries:
+                log.warning(
+                    "%s: %s; running the job again (%d of %d)", type(error).__name__, error, attempt + 2, retries + 1
+                )
+                continue
+            if not sweeping:
+                raise
+            log.error("%s: %s", type(error).__name__, error)
+            return float("nan")
+    return float("nan")
 
 
 if __name__ == "__main__":

@@ -16,3 +16,16 @@ class SignalAt(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), getattr(signal, self.name))
+
+
+class FailOnce(L.Callback):
+    """Raises what a lost GPU or worker raises, the first time only (a marker file remembers): a
+    transient failure that `sweep.retries` is for."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            raise RuntimeError("CUDA error: out of memory (simulated)")

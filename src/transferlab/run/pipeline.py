@@ -30,6 +30,7 @@ from transferlab.run import build
 from transferlab.run.checks import check_config
 from transferlab.run.decide import decide, decided_config, recipe_changes
 from transferlab.run.lr_finder import find_learning_rate
+from transferlab.run.sweeps import config_digest, earlier_attempt
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,12 @@ class Job:
     overrides: list[str] = field(default_factory=list)  # the command line's task overrides
     choices: dict[str, str | None] = field(default_factory=dict)  # config group → option (data=digits)
     number: int = 0  # the job's number in a sweep
+    sweep_dir: Path | None = None  # a sweep's directory (-m): where its other jobs write
 
     @classmethod
     def from_hydra(cls) -> Job:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
         hydra = HydraConfig.get()
         return cls(
@@ -62,6 +65,7 @@ class Job:
             list(hydra.overrides.task),
             dict(hydra.runtime.choices),
             OmegaConf.select(hydra, "job.num", default=0),  # a single run has no number (missing: ???)
+            Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None,
         )
 
 
@@ -136,18 +140,32 @@ def train(cfg: DictConfig, job: Job | None = None) -> dict:
     # Not a rank started by Lightning's launcher (LOCAL_RANK), torchrun or Slurm: this process
     # starts (and must clean up after) any DDP run of its own.
     launching_process = not ranks.started_externally()
+    digest = config_digest(cfg)
     try:
         if cfg.get("resume"):
             cfg, checkpoint_to_resume = resumed_config(cfg, job)
-        return fit_and_test(cfg, job, checkpoint_to_resume)
+        elif job.sweep_dir is not None:  # the same -m command again: reuse or continue earlier attempts
+            earlier = earlier_attempt(digest, job.output_dir, job.sweep_dir)
+            if earlier.metrics is not None:
+                log.info("job %d: already %s in %s: skipped", job.number, earlier.metrics["status"], earlier.where)
+                if earlier.where != job.output_dir and ranks.is_global_zero():
+                    pointer = {**earlier.metrics, "status": "skipped", "same_as": str(earlier.where)}
+                    write_json(job.output_dir / "metrics.json", pointer)
+                return earlier.metrics
+            if earlier.checkpoint is not None:
+                log.info("job %d: continues its unfinished run from %s", job.number, earlier.checkpoint)
+                read_checkpoint(earlier.checkpoint, "resume")
+                checkpoint_to_resume = earlier.checkpoint
+        if ranks.is_global_zero():  # what a killed run leaves: its config, matched when the sweep continues
+            write_json(job.output_dir / "metrics.json", run_facts(cfg, job, "running", config_digest=digest))
+        return fit_and_test(cfg, job, checkpoint_to_resume, digest)
     except RunStopped:
         raise  # its metrics.json is written
     except Exception as error:
         if not ranks.is_global_zero():
             raise  # under DDP, rank 0 reports
-        write_json(
-            job.output_dir / "metrics.json", run_facts(cfg, job, "failed", error=f"{type(error).__name__}: {error}")
-        )
+        failed = run_facts(cfg, job, "failed", error=f"{type(error).__name__}: {error}", config_digest=digest)
+        write_json(job.output_dir / "metrics.json", failed)
         raise
     finally:
         if launching_process:
@@ -164,7 +182,9 @@ def run_facts(cfg: DictConfig, job: Job, status: str, **facts) -> dict:
     return {"status": status, **facts, **described, "seed": cfg.seed}
 
 
-def stopped_early(cfg: DictConfig, job: Job, error: BaseException, stops: StopSignals | None) -> RunStopped | None:
+def stopped_early(
+    cfg: DictConfig, job: Job, error: BaseException, stops: StopSignals | None, digest: str = ""
+) -> RunStopped | None:
     """The RunStopped for a fit that a signal or a diverged loss ended (its metrics.json written), or None."""
     metrics_file, checkpoints = job.output_dir / "metrics.json", job.output_dir / "checkpoints"
     if isinstance(error, Diverged):
@@ -176,7 +196,7 @@ def stopped_early(cfg: DictConfig, job: Job, error: BaseException, stops: StopSi
         if ranks.is_global_zero():
             facts = run_facts(
                 cfg, job, "diverged", error=message, epoch=error.epoch + 1, step=error.step,
-                last_finite_checkpoint=str(last_finite) if last_finite else None,
+                last_finite_checkpoint=str(last_finite) if last_finite else None, config_digest=digest,
             )  # fmt: skip
             write_json(metrics_file, facts)
         return RunStopped(message, 1)
@@ -193,13 +213,13 @@ def stopped_early(cfg: DictConfig, job: Job, error: BaseException, stops: StopSi
         facts = run_facts(
             cfg, job, "interrupted", error=message, signal=stopped.cause, epoch=stopped.epoch + 1, step=stopped.step,
             checkpoint=str(stopped.checkpoint) if stopped.checkpoint else None,
-            resume=resume if stopped.checkpoint else None,
+            resume=resume if stopped.checkpoint else None, config_digest=digest,
         )  # fmt: skip
         write_json(metrics_file, facts)
     return RunStopped(message, stopped.exit_status)
 
 
-def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -> dict:
+def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None, digest: str = "") -> dict:
     started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
     check_config(cfg)
     device = pre_fit_device(cfg, job.number)  # the passes before fit run where training will
@@ -242,7 +262,7 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint_to_resume)
     except BaseException as error:  # Lightning's SIGTERMException and Ctrl-C's exit are SystemExit
-        stopped = stopped_early(cfg, job, error, stops)
+        stopped = stopped_early(cfg, job, error, stops, digest)
         if stopped is None:
             raise
         raise stopped from None
@@ -278,6 +298,7 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -
         "best_checkpoint": best,
         "feature_cache": datamodule.cached_features is not None,
         "status": "completed",
+        "config_digest": digest,
         **datamodule.split_sizes(),
         **in_sync,
         **decision,

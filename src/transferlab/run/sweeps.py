@@ -1,0 +1,114 @@
+"""Sweeps that survive: continue an interrupted sweep, and one summary at its end.
+
+- Continue: every job writes its config's digest into metrics.json when it starts (`status: running`)
+  and keeps it there whatever its end. Running the same `-m` command again with the same
+  `hydra.sweep.dir`, a job whose config (less where it writes) matches a completed or diverged job of
+  that sweep is skipped, whatever its number now; one whose own directory holds an unfinished run of
+  the same config (killed, interrupted, failed) with a `last.ckpt` continues from it; the rest run.
+- `SweepSummary` (a Hydra callback, conf/hydra/default.yaml): after the last job, one line per job
+  that did not complete (its overrides and its one-line error), the command that runs what is left
+  (the same command: completed jobs are skipped), a `sweep_summary.json`, and exit status 1 when a
+  job failed or diverged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Statuses a continued sweep does not run again: the same config would end the same way.
+FINAL = ("completed", "diverged")
+# Keys that say where a run writes or how it reports, not what it trains.
+NOT_THE_EXPERIMENT = ("paths", "resume", "verbose")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """What a job trains, as a digest of its composed config (interpolations unresolved, so the digest
+    does not depend on the directory it writes to)."""
+    content = OmegaConf.to_container(cfg, resolve=False)
+    for key in NOT_THE_EXPERIMENT:
+        content.pop(key, None)
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def read_metrics(path: Path) -> dict:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none, or half a file from a machine that died mid-write: nothing to trust
+    return loaded if isinstance(loaded, dict) else {}
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What an earlier attempt at this job left: a result to reuse, or a checkpoint to continue from."""
+
+    metrics: dict | None = None  # a completed (or diverged) run of this config: skip
+    where: Path | None = None
+    checkpoint: Path | None = None  # this job's own unfinished run: continue from it
+
+
+def earlier_attempt(digest: str, output_dir: Path, sweep_dir: Path) -> Earlier:
+    own = read_metrics(output_dir / "metrics.json")
+    if own.get("config_digest") == digest:
+        if own.get("status") in FINAL:
+            return Earlier(own, output_dir)
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return Earlier(checkpoint=last, where=output_dir)
+    for other in sorted(sweep_dir.glob("*/metrics.json")):
+        found = read_metrics(other)
+        if other.parent != output_dir and found.get("config_digest") == digest and found.get("status") in FINAL:
+            return Earlier(found, other.parent)
+    return Earlier()
+
+
+class SweepSummary(Callback):
+    """A Hydra callback (hydra.callbacks): the sweep's outcome in one place, after its last job."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml"))
+        outcome = []
+        for job in jobs:
+            metrics = read_metrics(job / "metrics.json")
+            overrides = (
+                OmegaConf.load(job / ".hydra" / "overrides.yaml")
+                if (job / ".hydra" / "overrides.yaml").is_file()
+                else []
+            )
+            status = metrics.get("status", "unfinished")
+            if status == "running":
+                status = "unfinished"  # started, never ended: killed with the machine
+            outcome.append(
+                {"job": job.name, "status": status, "overrides": list(overrides), "error": metrics.get("error")}
+            )
+        counts: dict[str, int] = {}
+        for entry in outcome:
+            counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+        command = " ".join(
+            ["python", "src/train.py", "-m", *config.hydra.overrides.task, f"hydra.sweep.dir={sweep_dir}"]
+        )
+        summary = {"sweep_dir": str(sweep_dir), "counts": counts, "jobs": outcome, "continue": command}
+        partial = sweep_dir / "sweep_summary.json.part"
+        partial.write_text(json.dumps(summary, indent=2) + "\n")
+        partial.replace(sweep_dir / "sweep_summary.json")
+        log.info("sweep %s: %s", sweep_dir, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        unfinished = [e for e in outcome if e["status"] not in ("completed", "skipped")]
+        for entry in unfinished:
+            error = str(entry["error"] or "no metrics.json: killed, or still running").splitlines()[0]
+            log.info("  %s %s: %s (%s)", entry["status"], entry["job"], error, " ".join(entry["overrides"]))
+        if unfinished:
+            log.info("run what is left (completed jobs are skipped, interrupted ones continue; fix failed ones first): %s", command)
+        if any(e["status"] in ("failed", "diverged") for e in outcome):
+            sys.exit(1)

@@ -1,0 +1,117 @@
+"""Sweeps that survive: a failed job does not stop the others and is summarised; the same command
+continues a sweep killed with SIGKILL (completed jobs skipped, the killed one continued from its
+last.ckpt) and ends as an uninterrupted sweep; a transient failure is retried, a config error not."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, write_colour_images
+
+SWEEP = [
+    "data=image_folder",
+    "model=small_cnn",
+    "strategy=scratch",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "trainer.enable_progress_bar=false",
+    "callbacks.last_checkpoint.every_s=0",
+]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep_photos")
+    write_colour_images(root / "train", 12, 0)
+    write_colour_images(root / "val", 4, 1)
+    return root
+
+
+def command(*overrides: str) -> list[str]:
+    return [sys.executable, str(ROOT / "src" / "train.py"), "-m", *overrides]
+
+
+def environment() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+
+
+def sweep(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*overrides), env=environment(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def job_metrics(sweep_dir) -> dict[str, dict]:
+    return {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
+
+
+def test_a_failed_job_is_summarised_the_others_run_and_the_sweep_exits_1(photos, tmp_path):
+    result = sweep(
+        *SWEEP, f"data.root={photos}", "trainer.max_epochs=1", "optimizer.lr=0.01,-1", f"hydra.sweep.dir={tmp_path}"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output and "Error executing job" not in output
+    statuses = {job: m["status"] for job, m in job_metrics(tmp_path).items()}
+    assert statuses == {"0": "completed", "1": "failed"}
+    assert "sweep " in output and "1 completed, 1 failed" in output
+    assert "failed 1_" in output and "optimizer.lr=-1: expected a number > 0" in output
+    summary = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert summary["counts"] == {"completed": 1, "failed": 1}
+    assert summary["continue"].endswith(f"optimizer.lr=0.01,-1 hydra.sweep.dir={tmp_path}")
+
+
+def test_a_sweep_killed_mid_job_continues_with_the_same_command_and_ends_as_an_uninterrupted_one(photos, tmp_path):
+    overrides = [
+        *SWEEP,
+        f"data.root={photos}",
+        "trainer.max_epochs=6",
+        "data.batch_size=2",
+        "optimizer.lr=0.003,0.001,0.002",
+    ]
+    killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
+    process = subprocess.Popen(
+        command(*overrides, f"hydra.sweep.dir={killed_dir}"),
+        env=environment(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(killed_dir.glob("1_*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # job 1 has finished an epoch: kill the sweep in the middle of that job
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = job_metrics(killed_dir)
+    assert before["0"]["status"] == "completed" and before["1"]["status"] == "running" and "2" not in before
+    completed_at = next(killed_dir.glob("0_*/metrics.json")).stat().st_mtime_ns
+
+    again = sweep(*overrides, f"hydra.sweep.dir={killed_dir}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "job 0: already completed" in again.stdout and "job 1: continues its unfinished run from" in again.stdout
+    assert next(killed_dir.glob("0_*/metrics.json")).stat().st_mtime_ns == completed_at, "job 0 did not train again"
+    assert sweep(*overrides, f"hydra.sweep.dir={whole_dir}").returncode == 0
+    continued, uninterrupted = job_metrics(killed_dir), job_metrics(whole_dir)
+    for job in ("0", "1", "2"):
+        for key in ("status", "test/acc", "val/acc_best", "epochs", "config_digest"):
+            assert continued[job][key] == uninterrupted[job][key], (job, key)
+
+
+def test_a_transient_failure_is_retried_and_a_config_error_is_not(photos, tmp_path):
+    marker = tmp_path / "failed_once"
+    flaky = ["+callbacks.flaky._target_=signal_helper.FailOnce", f"+callbacks.flaky.marker={marker}"]
+    common = [*SWEEP, f"data.root={photos}", "trainer.max_epochs=1", *flaky]
+    retried = sweep(*common, "sweep.retries=1", f"hydra.sweep.dir={tmp_path / 'retried'}")
+    assert retried.returncode == 0 and "running the job again (2 of 2)" in retried.stdout + retried.stderr
+    assert job_metrics(tmp_path / "retried")["0"]["status"] == "completed"
+    marker.unlink()
+    once = sweep(*common, "sweep.retries=0", f"hydra.sweep.dir={tmp_path / 'once'}")
+    assert once.returncode == 1 and job_metrics(tmp_path / "once")["0"]["status"] == "failed"
+    checked = sweep(*common, "sweep.retries=3", "optimizer.lr=-1", f"hydra.sweep.dir={tmp_path / 'checked'}")
+    assert checked.returncode == 1 and "running the job again" not in checked.stdout + checked.stderr
