@@ -129,3 +129,42 @@ def test_a_loss_far_above_a_uniform_guess_is_divergence_too(colour_folder, tmp_p
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
     fine = train(compose_config([*overrides, "optimizer.lr=0.01"], tmp_path / "fine"))
     assert fine["status"] == "completed", "a sane rate is not stopped"
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_half_file(colour_folder, tmp_path, monkeypatch):
+    """A write error injected where the bytes are written (torch.save, a JSON file's write)."""
+    import errno
+    from pathlib import Path
+
+    from transferlab.errors import TransferlabError
+    from transferlab.run import pipeline
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/3: file write failed")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    cfg = compose_config([*TINY, f"data.root={colour_folder}", "model=small_cnn", "strategy=scratch"], tmp_path)
+    with pytest.raises(
+        TransferlabError, match=r"could not write the checkpoint .*best.ckpt \(PytorchStreamWriter"
+    ) as e:
+        train(cfg)
+    assert "\n" not in str(e.value) and "is the disk full or read-only?" in str(e.value)
+    assert not list(tmp_path.rglob("*.partial")), "no half-written checkpoint"
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+    monkeypatch.undo()
+
+    before = (tmp_path / "metrics.json").read_text()
+    original = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name.endswith(".part"):
+            original(self, '{"status": "compl', **{k: v for k, v in kwargs.items() if k != "encoding"})
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError):
+        pipeline.write_json(tmp_path / "metrics.json", {"status": "completed"})
+    assert (tmp_path / "metrics.json").read_text() == before and not list(tmp_path.glob("*.part")), (
+        "the old file kept, the half-written one removed"
+    )

@@ -11,6 +11,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from transferlab.errors import TransferlabError
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
 
 class LastCheckpoint(ModelCheckpoint):
     """last.ckpt, what `resume=` continues from: at the end of an epoch when `every_s` seconds have
@@ -54,5 +60,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         path = Path(path)
         partial = path.with_name(path.name + ".partial")
-        super().save_checkpoint(checkpoint, partial, storage_options)
+        try:
+            super().save_checkpoint(checkpoint, partial, storage_options)
+        except (OSError, RuntimeError) as error:  # torch.save says "file write failed" for a full disk
+            partial.unlink(missing_ok=True)  # no half file left behind, the previous checkpoint kept
+            raise TransferlabError(
+                f"could not write the checkpoint {path} ({first_line(error)}): is the disk full or read-only? "
+                "Free space there, or write runs elsewhere (paths.log_dir=… or TRANSFERLAB_OUTPUTS)"
+            ) from None
         os.replace(partial, path)

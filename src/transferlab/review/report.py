@@ -128,7 +128,8 @@ def read_run(path: Path) -> Run:
     root = (config.get("data") or {}).get("csv") or (config.get("data") or {}).get("root")
     return Run(
         path=path,
-        status=metrics.get("status", "unfinished"),
+        # "running" that is not running any more: killed with its machine (the report runs after the sweep).
+        status={"running": "unfinished"}.get(metrics.get("status", "unfinished"), metrics.get("status", "unfinished")),
         model=metrics.get("model") or (config.get("model") or {}).get("name", "?"),
         data=f"{data} ({Path(str(root)).name})" if root else data,  # image_folder (photos), csv (labels.csv)
         strategy=metrics.get("strategy") or choices.get("strategy", "?"),
@@ -222,7 +223,7 @@ def markdown(runs: list[Run], where: Path) -> str:
         lines += ["", "## Is the winner really better?", ""]
         for data, listed in comparisons:
             lines.append(f"- {data}: {paired(listed[0], listed[1], common)}.")
-    others = [r for r in runs if r.status != "completed"]
+    others = [r for r in runs if r.status not in ("completed", "skipped")]  # skipped: the same run as another
     if others:
         lines += [
             "",

@@ -9,6 +9,8 @@ once, at the entry point, into a `Job`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
@@ -33,6 +35,9 @@ from transferlab.run.lr_finder import find_learning_rate
 from transferlab.run.sweeps import config_digest, earlier_attempt
 
 log = logging.getLogger(__name__)
+
+# A write refused for want of space or permission: the user's to fix, one line naming the path.
+UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 
 class RunStopped(Exception):
@@ -165,11 +170,19 @@ def train(cfg: DictConfig, job: Job | None = None) -> dict:
         if not ranks.is_global_zero():
             raise  # under DDP, rank 0 reports
         failed = run_facts(cfg, job, "failed", error=f"{type(error).__name__}: {error}", config_digest=digest)
-        write_json(job.output_dir / "metrics.json", failed)
+        with contextlib.suppress(OSError):  # the disk that failed the run may refuse this too: said below
+            write_json(job.output_dir / "metrics.json", failed)
+        if isinstance(error, OSError) and error.errno in UNWRITABLE:
+            raise TransferlabError(
+                f"cannot write {error.filename or job.output_dir} ({error.strerror}): free space there, or write "
+                "runs elsewhere (paths.log_dir=… or TRANSFERLAB_OUTPUTS)"
+            ) from None
         raise
     finally:
         if launching_process:
             launch.tear_down()
+        else:  # a torchrun or Slurm rank: leave nothing for interpreter exit, where NCCL would abort
+            launch.leave_process_group()
 
 
 def run_facts(cfg: DictConfig, job: Job, status: str, **facts) -> dict:
@@ -328,11 +341,16 @@ def monitored_best(trainer: L.Trainer) -> float | None:
 
 def write_json(path: Path, content: dict) -> None:
     """Strict JSON, written atomically; a value that is not a finite number is written as null (NaN is
-    not JSON, and a file a reader cannot parse is worse than a missing value)."""
+    not JSON, and a file a reader cannot parse is worse than a missing value). A write that fails (a
+    full disk) leaves the previous file as it was and no partial one."""
     finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in content.items()}
     partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(finite, indent=2, allow_nan=False) + "\n")
-    partial.replace(path)
+    try:
+        partial.write_text(json.dumps(finite, indent=2, allow_nan=False) + "\n")
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def save_config(cfg: DictConfig, saved: Path) -> None:

@@ -109,6 +109,9 @@ class SweepSummary(Callback):
             error = str(entry["error"] or "no metrics.json: killed, or still running").splitlines()[0]
             log.info("  %s %s: %s (%s)", entry["status"], entry["job"], error, " ".join(entry["overrides"]))
         if unfinished:
-            log.info("run what is left (completed jobs are skipped, interrupted ones continue; fix failed ones first): %s", command)
+            log.info(
+                "run what is left (completed jobs are skipped, interrupted ones continue; fix failed ones first): %s",
+                command,
+            )
         if any(e["status"] in ("failed", "diverged") for e in outcome):
             sys.exit(1)
