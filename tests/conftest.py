@@ -66,6 +66,28 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "~callbacks.model_summary",
 ]
+# A run that signals and sweeps can stop mid-epoch: small_cnn from scratch in batches of 4 on the
+# `stop_photos` folder (36 images in train/, 29 after the val split: eight steps an epoch).
+SMALL_RUN = [
+    "data=image_folder",
+    "model=small_cnn",
+    "strategy=scratch",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "trainer.enable_progress_bar=false",
+    "callbacks.last_checkpoint.every_s=0",
+]
+
+
+@pytest.fixture(scope="session")
+def stop_photos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stop_photos")
+    write_colour_images(root / "train", 12, 0)
+    write_colour_images(root / "val", 4, 1)
+    return root
+
+
 # TINY with the data loaders' default worker processes (data.num_workers=null: CPU cores - 1), as users
 # run them: what the launcher tests need, since a launcher's job process is where the workers start.
 TINY_WITH_WORKERS = [option for option in TINY if not option.startswith("data.num_workers=")]

@@ -13,35 +13,16 @@ import torch
 
 from transferlab.run.pipeline import RunStopped, train
 
-from conftest import ROOT, TINY, compose_config, write_colour_images
+from conftest import ROOT, SMALL_RUN, TINY, compose_config
 
-# 36 images in train/, 29 after the val split: eight steps of 4 an epoch, so a signal lands mid-epoch.
-SMALL = [
-    "data=image_folder",
-    "model=small_cnn",
-    "strategy=scratch",
-    "data.image_size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "trainer.max_epochs=3",
-    "trainer.enable_progress_bar=false",
-    "callbacks.last_checkpoint.every_s=0",
-]
+SMALL = [*SMALL_RUN, "trainer.max_epochs=3"]
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stops")
-    write_colour_images(root / "train", 12, 0)
-    write_colour_images(root / "val", 4, 1)
-    return root
-
-
-@pytest.fixture(scope="module")
-def never_stopped(photos, tmp_path_factory):
+def never_stopped(stop_photos, tmp_path_factory):
     """The reference: the same run, never stopped."""
     where = tmp_path_factory.mktemp("whole")
-    assert run(*SMALL, f"data.root={photos}", f"hydra.run.dir={where}").returncode == 0
+    assert run(*SMALL, f"data.root={stop_photos}", f"hydra.run.dir={where}").returncode == 0
     return where
 
 
@@ -71,9 +52,9 @@ def weights(run_dir) -> dict[str, torch.Tensor]:
 
 
 def test_sigterm_mid_epoch_saves_exits_143_and_the_resumed_run_equals_an_uninterrupted_one(
-    photos, never_stopped, tmp_path
+    stop_photos, never_stopped, tmp_path
 ):
-    common = [*SMALL, f"data.root={photos}"]
+    common = [*SMALL, f"data.root={stop_photos}"]
     stopped = run(*common, *signal_at(1, 3, "SIGTERM"), f"hydra.run.dir={tmp_path / 'stopped'}")
     assert stopped.returncode == 143, stopped.stderr[-2000:]
     metrics = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
@@ -97,8 +78,10 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_resumed_run_equals_an_uninter
 
 
 @pytest.mark.parametrize(("name", "status"), [("SIGUSR1", 138), ("SIGINT", 130)])
-def test_sigusr1_and_ctrl_c_save_too_exit_non_zero_and_resume_exactly(name, status, photos, never_stopped, tmp_path):
-    stopped = run(*SMALL, f"data.root={photos}", *signal_at(0, 2, name), f"hydra.run.dir={tmp_path}")
+def test_sigusr1_and_ctrl_c_save_too_exit_non_zero_and_resume_exactly(
+    name, status, stop_photos, never_stopped, tmp_path
+):
+    stopped = run(*SMALL, f"data.root={stop_photos}", *signal_at(0, 2, name), f"hydra.run.dir={tmp_path}")
     assert stopped.returncode == status, stopped.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["signal"] == {"SIGUSR1": "SIGUSR1", "SIGINT": "Ctrl-C"}[name]

@@ -11,28 +11,9 @@ import subprocess
 import sys
 import time
 
-import pytest
+from conftest import ROOT, SMALL_RUN
 
-from conftest import ROOT, write_colour_images
-
-SWEEP = [
-    "data=image_folder",
-    "model=small_cnn",
-    "strategy=scratch",
-    "data.image_size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "trainer.enable_progress_bar=false",
-    "callbacks.last_checkpoint.every_s=0",
-]
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep_photos")
-    write_colour_images(root / "train", 12, 0)
-    write_colour_images(root / "val", 4, 1)
-    return root
+SWEEP = SMALL_RUN
 
 
 def command(*overrides: str) -> list[str]:
@@ -51,9 +32,13 @@ def job_metrics(sweep_dir) -> dict[str, dict]:
     return {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
 
 
-def test_a_failed_job_is_summarised_the_others_run_and_the_sweep_exits_1(photos, tmp_path):
+def test_a_failed_job_is_summarised_the_others_run_and_the_sweep_exits_1(stop_photos, tmp_path):
     result = sweep(
-        *SWEEP, f"data.root={photos}", "trainer.max_epochs=1", "optimizer.lr=0.01,-1", f"hydra.sweep.dir={tmp_path}"
+        *SWEEP,
+        f"data.root={stop_photos}",
+        "trainer.max_epochs=1",
+        "optimizer.lr=0.01,-1",
+        f"hydra.sweep.dir={tmp_path}",
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output and "Error executing job" not in output
@@ -66,10 +51,10 @@ def test_a_failed_job_is_summarised_the_others_run_and_the_sweep_exits_1(photos,
     assert summary["continue"].endswith(f"optimizer.lr=0.01,-1 hydra.sweep.dir={tmp_path}")
 
 
-def test_a_sweep_killed_mid_job_continues_with_the_same_command_and_ends_as_an_uninterrupted_one(photos, tmp_path):
+def test_a_sweep_killed_mid_job_continues_with_the_same_command_and_ends_as_an_uninterrupted_one(stop_photos, tmp_path):
     overrides = [
         *SWEEP,
-        f"data.root={photos}",
+        f"data.root={stop_photos}",
         "trainer.max_epochs=6",
         "data.batch_size=2",
         "optimizer.lr=0.003,0.001,0.002",
@@ -103,10 +88,10 @@ def test_a_sweep_killed_mid_job_continues_with_the_same_command_and_ends_as_an_u
             assert continued[job][key] == uninterrupted[job][key], (job, key)
 
 
-def test_a_transient_failure_is_retried_and_a_config_error_is_not(photos, tmp_path):
+def test_a_transient_failure_is_retried_and_a_config_error_is_not(stop_photos, tmp_path):
     marker = tmp_path / "failed_once"
     flaky = ["+callbacks.flaky._target_=signal_helper.FailOnce", f"+callbacks.flaky.marker={marker}"]
-    common = [*SWEEP, f"data.root={photos}", "trainer.max_epochs=1", *flaky]
+    common = [*SWEEP, f"data.root={stop_photos}", "trainer.max_epochs=1", *flaky]
     retried = sweep(*common, "sweep.retries=1", f"hydra.sweep.dir={tmp_path / 'retried'}")
     assert retried.returncode == 0 and "running the job again (2 of 2)" in retried.stdout + retried.stderr
     assert job_metrics(tmp_path / "retried")["0"]["status"] == "completed"

@@ -127,15 +127,11 @@ class EvaluationFigures(Callback):
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        # The test loader is unshuffled and each rank takes every world_size-th image (EpochSampler):
-        # the i-th image this rank sees is test image i × world_size + rank.
-        loader = trainer.test_dataloaders
-        world, rank = loader.sampler.world_size, loader.sampler.rank
-        first = batch_idx * loader.batch_size
+        loader = trainer.test_dataloaders  # unshuffled: the sampler knows each item's test index
+        indices = loader.sampler.dataset_indices(batch_idx, loader.batch_size, len(batch[1]))
         confidence, predicted = outputs["probabilities"].max(dim=-1)
         for i in torch.nonzero(predicted != batch[1]).flatten().tolist():
-            index = (first + i) * world + rank
-            self.mistakes.append((float(confidence[i]), index, int(batch[1][i]), int(predicted[i])))
+            self.mistakes.append((float(confidence[i]), indices[i], int(batch[1][i]), int(predicted[i])))
         self.mistakes = sorted(self.mistakes, key=lambda m: -m[0])[: self.worst]
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -23,12 +23,10 @@ class TestPredictions(Callback):
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        # The test loader is unshuffled and each rank takes every world_size-th image (EpochSampler).
         loader = trainer.test_dataloaders
-        world, rank, first = loader.sampler.world_size, loader.sampler.rank, batch_idx * loader.batch_size
+        indices = loader.sampler.dataset_indices(batch_idx, loader.batch_size, len(batch[1]))
         confidence, predicted = outputs["probabilities"].max(dim=-1)
-        for i, (label, guess, sure) in enumerate(zip(batch[1].tolist(), predicted.tolist(), confidence.tolist())):
-            self.rows.append(((first + i) * world + rank, label, guess, sure))
+        self.rows += zip(indices, batch[1].tolist(), predicted.tolist(), confidence.tolist())
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if ranks.distributed():

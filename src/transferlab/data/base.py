@@ -149,6 +149,12 @@ class EpochSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def dataset_indices(self, batch_idx: int, batch_size: int, count: int) -> list[int]:
+        """The dataset index of each of the `count` items of this rank's batch `batch_idx`, for an
+        unshuffled (evaluation) loader: each rank takes every world_size-th image."""
+        first = batch_idx * batch_size
+        return [(first + i) * self.world_size + self.rank for i in range(count)]
+
     def __len__(self) -> int:
         if self.shuffle:  # training: padded
             return math.ceil(self.size / self.world_size)
