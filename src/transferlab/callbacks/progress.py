@@ -70,11 +70,14 @@ class EpochLine(L.Callback):
         first, last = trainer.current_epoch + 1, trainer.max_epochs
         if last is None or last < 0:
             span = f"training until step {trainer.max_steps}"
-        elif first == 1 and not trainer.fit_loop.epoch_loop.batch_progress.current.completed:
-            span = f"training {last} epoch{'s' * (last != 1)}"
         else:
+            # Inside an epoch only when a signal's checkpoint stopped it there (an epoch-end one says all).
             done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            span = f"resuming at epoch {first} of {last}" + (f", after its batch {done}" if done else "")
+            inside = done if 0 < done < trainer.num_training_batches else 0
+            if first == 1 and not inside:
+                span = f"training {last} epoch{'s' * (last != 1)}"
+            else:
+                span = f"resuming at epoch {first} of {last}" + (f", after its batch {inside}" if inside else "")
         # A run resumed mid-epoch (a signal's checkpoint) starts inside an epoch: no on_train_epoch_start.
         self._started = time.perf_counter()
         optimizers = trainer.optimizers
