@@ -47,6 +47,9 @@ _WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     ),
     # A resumed run writes into its own checkpoints/ folder on purpose (its last.ckpt is what it resumes).
     (r"Checkpoint directory .* exists and is not empty", UserWarning, r"lightning\.pytorch"),
+    # A non-finite loss: torchmetrics drops it from the epoch's mean; the divergence line
+    # (callbacks/stops.py) says what happened and stops the run.
+    (r"Encountered `nan` values in tensor", UserWarning, r"torchmetrics"),
     # src/export.py asks for the TorchScript-based ONNX exporter (dynamo=False; the newer one needs
     # the onnxscript package, not a dependency) and checks every export against the checkpoint.
     (r"You are using the legacy TorchScript-based ONNX export", DeprecationWarning, ""),

@@ -12,10 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from transferlab.errors import TransferlabError
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0]
+from transferlab.models.weights import first_line
 
 
 class LastCheckpoint(ModelCheckpoint):

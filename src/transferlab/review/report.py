@@ -184,6 +184,12 @@ def paired(best: Recipe, runner_up: Recipe, common: frozenset[str] = frozenset()
     return on + result.words(label(best, common), label(runner_up, common))
 
 
+def shared_overrides(runs: list[Run]) -> frozenset[str]:
+    """The overrides every completed run has: said once above the table, left out of each label."""
+    every = [set(r.recipe) for r in runs if r.status == "completed"]
+    return frozenset(set.intersection(*every)) if len(every) > 1 else frozenset()
+
+
 def label(recipe: Recipe, common: frozenset[str] = frozenset()) -> str:
     """The recipe's own overrides (less those every run shares), or model × strategy."""
     own = [o for o in recipe.first.recipe if o not in common]
@@ -192,8 +198,7 @@ def label(recipe: Recipe, common: frozenset[str] = frozenset()) -> str:
 
 def markdown(runs: list[Run], where: Path) -> str:
     by_data = recipes(runs)
-    every = [set(r.recipe) for r in runs if r.status == "completed"]
-    common = frozenset(set.intersection(*every)) if len(every) > 1 else frozenset()
+    common = shared_overrides(runs)
     completed = sum(r.status == "completed" for r in runs)
     counts = {status: sum(r.status == status for r in runs) for status in dict.fromkeys(r.status for r in runs)}
     lines = [
@@ -249,8 +254,7 @@ def chart(runs: list[Run], target: Path) -> None:
         for recipe in recipes_of_data
         if None not in (recipe.mean("time/fit_s"), recipe.mean("test/acc"))
     ]
-    every = [set(r.recipe) for r in runs if r.status == "completed"]
-    common = frozenset(set.intersection(*every)) if len(every) > 1 else frozenset()
+    common = shared_overrides(runs)
     winners = [recipes_of_data[0] for recipes_of_data in recipes(runs).values()]
     markers = dict(zip(sorted({r.first.strategy for r in listed}), "osD^v<>pP*X"))
     figure = Figure(figsize=(7, 4.5))
