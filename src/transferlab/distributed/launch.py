@@ -57,12 +57,3 @@ def tear_down() -> None:
         dist.destroy_process_group()
     for name in LAUNCHER_VARIABLES:
         os.environ.pop(name, None)
-
-
-def leave_process_group() -> None:
-    """A rank started from outside (torchrun, srun) destroys the process group it was handed once its
-    run is over: left to interpreter exit, NCCL's destructor may abort a rank that succeeded."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -181,8 +181,6 @@ def train(cfg: DictConfig, job: Job | None = None) -> dict:
     finally:
         if launching_process:
             launch.tear_down()
-        else:  # a torchrun or Slurm rank: leave nothing for interpreter exit, where NCCL would abort
-            launch.leave_process_group()
 
 
 def run_facts(cfg: DictConfig, job: Job, status: str, **facts) -> dict:
