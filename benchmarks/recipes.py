@@ -83,6 +83,13 @@ def run(overrides: list[str], where: Path, seeds: int = 1, first_seed: int = 42)
     }
 
 
+def epochs_override(cfg, epochs: int) -> str:
+    """A budget of `epochs` in all; fastai_fine_tune counts them as fine_tune(N), after its frozen ones."""
+    if "epochs" in cfg.strategy and "freeze_epochs" in cfg.strategy:
+        return f"strategy.epochs={epochs - cfg.strategy.freeze_epochs}"
+    return f"trainer.max_epochs={epochs}"
+
+
 def shown(result: dict) -> str:
     """Test accuracy, with its spread over seeds when there are several."""
     return f"{result['test']:.4f}" + (f" ± {result['test_sd']:.4f}" if "test_sd" in result else "")
@@ -184,7 +191,7 @@ def main() -> None:
                         grid[key] = default  # the default is a point of the grid: the same run
                         continue
                     grid[key] = run(
-                        [*common, f"strategy={strategy}", f"optimizer.lr={lr}", f"trainer.max_epochs={epochs}"],
+                        [*common, f"strategy={strategy}", f"optimizer.lr={lr}", epochs_override(cfg, epochs)],
                         where / f"lr{lr:g}-e{epochs}",
                         args.seeds,
                         args.first_seed,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
@@ -38,7 +39,8 @@ class StepRates(Callback):
         self.steps.append((trainer.current_epoch, [g["lr"] for g in groups], groups[0]["betas"][0]))
 
 
-def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_folder, tmp_path):
+def fine_tune_config(colour_folder, tmp_path, *extra: str):
+    """small_cnn (BatchNorm in each of its 4 blocks) under fine_tune(2): 1 frozen epoch + 2, step rates recorded."""
     cfg = compose_config(
         [
             *TINY,
@@ -46,24 +48,36 @@ def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_
             "model=small_cnn",
             "model.pretrained=false",
             "strategy=fastai_fine_tune",
-            "trainer.max_epochs=3",
+            "strategy.epochs=2",
+            "trainer.max_epochs=3",  # TINY sets it; 1 + 2, as the strategy requires
             "feature_cache.enabled=false",
+            *extra,
         ],
         tmp_path,
     )
     with open_dict(cfg):
         cfg.callbacks.rates = {"_target_": "test_fine_tune.StepRates"}
+    return cfg
+
+
+def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_folder, tmp_path):
+    cfg = fine_tune_config(colour_folder, tmp_path)
     base = cfg.optimizer.lr  # the strategy's recipe
     train(cfg)
     steps = StepRates.instances[-1].steps
     frozen = [s for s in steps if s[0] == 0]
     unfrozen = [s for s in steps if s[0] > 0]
-    assert all(len(lrs) == 1 for _, lrs, _ in frozen), "the head alone while frozen"
+    # While frozen: the head, and each block's BatchNorm at a tenth of its rate (fastai's slice(base_lr)).
+    assert all(len(lrs) == 5 for _, lrs, _ in frozen), "the head and 4 blocks' BatchNorm while frozen"
+    assert all(bn == pytest.approx(lrs[0] / 10) for _, lrs, _ in frozen for bn in lrs[1:])
     assert frozen[0][1][0] == pytest.approx(base / 25) and frozen[0][2] == pytest.approx(0.95)
     assert max(lrs[0] for _, lrs, _ in frozen) <= base
     peak = max(unfrozen, key=lambda s: s[1][0])
-    head, *blocks = peak[1]
+    # After unfreezing: the head, the 4 BatchNorm groups, then the rest of each block (joined stem first).
+    head, *bns = peak[1][:5]
+    blocks = peak[1][5:]
     assert len(blocks) == 4 and head <= base / 2 and unfrozen[0][1][0] == pytest.approx(base / 2 / 5)
+    assert bns == pytest.approx(blocks), "a block's BatchNorm moves at its block's rate once it is unfrozen"
     # The blocks join stem first: stem at head / 100, each block above it a constant factor higher.
     ratios = [blocks[i + 1] / blocks[i] for i in range(3)]
     assert blocks[0] == pytest.approx(head / 100) and blocks[3] == pytest.approx(head)
@@ -74,7 +88,104 @@ def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_
     assert unfrozen[-1][1][0] < base / 2 / 5, "annealing below the phase's starting rate by the last step"
 
 
+class FrozenEpoch(Callback):
+    """The body's parameters and BatchNorm statistics before and after the frozen epoch."""
+
+    instances: list[FrozenEpoch] = []
+
+    def __init__(self) -> None:
+        self.before: dict[str, torch.Tensor] = {}
+        self.after: dict[str, torch.Tensor] = {}
+        self.modes: list[bool] = []
+        FrozenEpoch.instances.append(self)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            self.before = {k: v.clone() for k, v in pl_module.backbone.state_dict().items()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0:
+            self.modes.append(pl_module.backbone.training)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            self.after = {k: v.clone() for k, v in pl_module.backbone.state_dict().items()}
+
+
+@pytest.mark.parametrize("train_bn", [True, False])
+def test_the_frozen_epoch_trains_the_bodys_batchnorm_alone_as_fastais_train_bn(train_bn, colour_folder, tmp_path):
+    cfg = fine_tune_config(colour_folder, tmp_path, f"strategy.train_bn={str(train_bn).lower()}")
+    with open_dict(cfg):
+        cfg.callbacks.frozen = {"_target_": "test_fine_tune.FrozenEpoch"}
+    train(cfg)
+    seen = FrozenEpoch.instances[-1]
+    norms = {n for n, m in build.experiment(cfg).module.backbone.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    changed = {k for k in seen.before if not torch.equal(seen.before[k], seen.after[k])}
+    of_norms = {k for k in seen.before if k.rsplit(".", 1)[0] in norms and "num_batches" not in k}
+    if train_bn:
+        # Weights, biases and running statistics of every BatchNorm; no convolution moves.
+        assert {k for k in changed if "num_batches" not in k} == of_norms and seen.modes and all(seen.modes)
+    else:
+        assert changed == set() and not any(seen.modes), "held in inference mode, as every other policy"
+
+
+def test_epochs_count_as_fastais_fine_tune(tmp_path):
+    cfg = compose_config(["recipe=fastai_fine_tune", "strategy.epochs=3"], tmp_path)
+    assert cfg.trainer.max_epochs == 4, "fine_tune(3): 1 frozen epoch + 3"
+    assert compose_config(["recipe=fastai_fine_tune"], tmp_path).trainer.max_epochs == 5  # fine_tune(4)
+    assert compose_config(["strategy=fastai_fine_tune", "strategy.freeze_epochs=2"], tmp_path).trainer.max_epochs == 11
+    with pytest.raises(TransferlabError) as error:
+        build.experiment(compose_config(["recipe=fastai_fine_tune", "trainer.max_epochs=3"], tmp_path))
+    assert str(error.value) == (
+        "trainer.max_epochs=3: strategy=fastai_fine_tune counts epochs as fastai's fine_tune(N) does, 1 frozen + N: "
+        "set strategy.epochs=N instead (now 4, so 5 epochs in all), and trainer.max_epochs follows"
+    )
+
+
+def test_the_recipes_head_is_fastais_create_head(tmp_path):
+    from transferlab.classifier.module import make_head
+
+    head = make_head(1280, 10, dropout=0.5, hidden=512)
+    kinds = [type(layer).__name__ for layer in head]
+    assert kinds == ["BatchNorm1d", "Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear"]
+    assert [head[1].p, head[5].p] == [0.25, 0.5] and head[2].bias is None and head[6].bias is None
+    assert (head[2].in_features, head[2].out_features, head[6].out_features) == (1280, 512, 10)
+    # Kaiming normal (fastai's apply_init): std sqrt(2 / fan_in), against PyTorch's uniform default.
+    assert head[2].weight.std().item() == pytest.approx(math.sqrt(2 / 1280), rel=0.05)
+    recipe = compose_config(["recipe=fastai_fine_tune"], tmp_path)
+    assert (recipe.head.hidden, recipe.head.dropout, recipe.optimizer.eps) == (512, 0.5, 1e-5)
+    plain = make_head(1280, 10, dropout=0.2)
+    assert [type(layer).__name__ for layer in plain] == ["Dropout", "Linear"]
+
+
 def test_a_scheduler_beside_its_own_schedule_is_one_clear_error(tmp_path):
     cfg = compose_config(["strategy=fastai_fine_tune", "scheduler=cosine"], tmp_path)
     with pytest.raises(TransferlabError, match="strategy=fastai_fine_tune sets the learning rate at every step"):
         build.policy(cfg)
+
+
+def test_avgmax_pooling_is_the_average_and_the_max_side_by_side():
+    from transferlab.models import create_backbone
+    from transferlab.models.pooling import AvgMaxPool2d
+
+    plain = create_backbone("small_cnn", pretrained=False)
+    concat = create_backbone("small_cnn", pretrained=False, pool="avgmax")
+    concat.load_state_dict(plain.state_dict())  # no weights of its own
+    seen = {}
+    pool = next(m for m in concat.modules() if isinstance(m, AvgMaxPool2d))
+    pool.register_forward_hook(lambda module, args, out: seen.update(maps=args[0]))
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        average, both = plain.eval()(images), concat.eval()(images)
+    assert concat.num_features == 2 * plain.num_features == both.shape[1]
+    assert torch.allclose(both[:, : plain.num_features], average, atol=1e-6)
+    assert torch.equal(both[:, plain.num_features :], seen["maps"].amax(dim=(2, 3)))
+    lite = create_backbone("efficientnet_lite0", pretrained=False, pool="avgmax")  # timm's catavgmax
+    assert lite.num_features == 2560 and lite.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 2560)
+
+
+def test_avgmax_on_a_backbone_that_cannot_take_it_is_one_clear_error():
+    from transferlab.models import create_backbone
+
+    with pytest.raises(TransferlabError, match="^head.pool=avgmax: vgg11 has no global average pooling module"):
+        create_backbone("vgg11", pretrained=False, pool="avgmax")

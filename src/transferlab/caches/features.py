@@ -127,6 +127,7 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     described = {
         "backbone": module.backbone.name,
+        "pool": module.backbone.pool,
         "device": torch.device(module.device).type,
         "data_config": datamodule.data_config.to_dict(),
         "augment": vars(datamodule.augment) if augment else None,

@@ -37,6 +37,33 @@ def architecture_only(model: dict) -> dict:
     return {**model, "pretrained": False, "weights": None}
 
 
+def make_head(num_features: int, num_classes: int, dropout: float, hidden: int | None = None) -> nn.Sequential:
+    """The new classifier on the backbone's pooled features: Dropout → Linear; with `hidden`, fastai's
+    `create_head` (BatchNorm → Dropout(p/2) → Linear → ReLU → BatchNorm → Dropout(p) → Linear, no biases
+    before a BatchNorm, Kaiming-normal weights as fastai's `apply_init`). One difference: fastai pools
+    average and max side by side (2 × num_features); the backbone contract gives the average alone."""
+    if hidden is None:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+    head = nn.Sequential(
+        nn.BatchNorm1d(num_features),
+        nn.Dropout(dropout / 2),
+        nn.Linear(num_features, hidden, bias=False),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(hidden),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes, bias=False),
+    )
+    for layer in head:
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight)
+    return head
+
+
+def describe_head(head: nn.Sequential) -> str:
+    """One line for the head's layers, e.g. "Dropout → Linear"."""
+    return " → ".join(type(layer).__name__ for layer in head)
+
+
 class ImageClassifier(L.LightningModule):
     def __init__(
         self,
@@ -47,6 +74,7 @@ class ImageClassifier(L.LightningModule):
         class_names: list[str] | None = None,
         data_config: dict | None = None,
         dropout: float = 0.2,
+        head_hidden: int | None = None,
         channels_last: bool = True,
         backbone: Backbone | None = None,
         param_groups: Callable[[nn.Module, float], list[dict[str, Any]]] | None = None,
@@ -55,12 +83,13 @@ class ImageClassifier(L.LightningModule):
         """model: the backbone spec (name, pretrained, weights); optimizer/scheduler: Hydra
         `_partial_` configs. `backbone` is the already built backbone when training starts;
         without it (``load_from_checkpoint``) the architecture is rebuilt with no download.
-        `class_weights`: the loss's weight of each class (loss.class_weight=balanced), None: equal."""
+        `class_weights`: the loss's weight of each class (loss.class_weight=balanced), None: equal.
+        `head_hidden`: None for Dropout → Linear, a width for fastai's two-layer head (`make_head`)."""
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "param_groups"], logger=False)
         self.make_param_groups = param_groups or block_param_groups
         self.backbone = backbone if backbone is not None else create_backbone(**architecture_only(model))
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, num_classes))
+        self.head = make_head(self.backbone.num_features, num_classes, dropout, head_hidden)
         # Inception v3's auxiliary classifier, when the model spec asks for one (aux_weight > 0).
         self.aux_head = nn.Linear(self.backbone.aux_features, num_classes) if self.backbone.aux_features else None
         if channels_last:

@@ -35,6 +35,7 @@ class Backbone(nn.Module):
         self.aux_weight = aux_weight  # what the auxiliary loss counts for in training (classifier/module.py)
         # The smallest input side its layers accept (torchvision's weights meta "min_size"), and why.
         self.min_input_size, self.min_input_reason = min_input_size, min_input_reason
+        self.pool = "avg"  # the global pooling (models/pooling.py: avgmax doubles num_features)
         # Blocks are kept as module paths inside `features` and resolved on every access: a
         # conversion that swaps modules after building (sync BatchNorm, wrappers) must not leave
         # the freeze policies holding the old objects (a "frozen" BN would then update its statistics).

@@ -16,6 +16,7 @@ from transferlab.errors import TransferlabError
 from transferlab.models import weights as weight_sources
 from transferlab.models.backbone import Backbone
 from transferlab.models.nets import build_resnet_custom, build_small_cnn, build_vgg_custom
+from transferlab.models.pooling import with_pool
 from transferlab.models.timm_backbones import build_packaged_lite, build_timm
 from transferlab.models.torchvision_backbones import build_torchvision, torchvision_names
 
@@ -62,12 +63,15 @@ def _resolve(name: str) -> tuple[str, Callable]:
     )
 
 
-def create_backbone(name: str, pretrained: bool = True, weights: str | None = None, **options) -> Backbone:
+def create_backbone(
+    name: str, pretrained: bool = True, weights: str | None = None, pool: str = "avg", **options
+) -> Backbone:
     """Build a backbone by name.
 
     weights: a named weight of the source (torchvision enum member such as
     IMAGENET1K_V1, timm pretrained tag) or the path of an earlier transferlab
     checkpoint, whose trained backbone then becomes this run's starting point.
+    pool: the global pooling, avg (as built) or avgmax (fastai's concat pooling: 2 × the features).
     options: architecture options of the family (`cfg`, `batch_norm`, `layers`, `aux_weight`).
     """
     arch_name, build = _resolve(name)
@@ -76,7 +80,9 @@ def create_backbone(name: str, pretrained: bool = True, weights: str | None = No
     if unknown:
         raise TransferlabError(f"model {name} takes no option {sorted(unknown)}; it takes {sorted(accepted) or 'none'}")
     from_checkpoint = bool(weights) and str(weights).endswith(".ckpt")
-    backbone = build(arch_name, pretrained and not from_checkpoint, None if from_checkpoint else weights, **options)
+    backbone = with_pool(
+        build(arch_name, pretrained and not from_checkpoint, None if from_checkpoint else weights, **options), pool
+    )
     if from_checkpoint:
         backbone.load_state_dict(weight_sources.transferlab_backbone_state(weights, name))
     backbone.name = name

@@ -106,6 +106,8 @@ def model_spec(cfg: DictConfig, freeze_policy: FreezePolicy) -> dict:
     if spec["pretrained"] and not pretrained:
         log.info("strategy %s trains from random weights: no pretrained weights are loaded", freeze_policy.name)
     spec.update(pretrained=pretrained, weights=spec.get("weights") if pretrained else None)
+    if cfg.head.get("pool", "avg") != "avg":  # fastai's concat pooling, which the backbone does (models/pooling.py)
+        spec["pool"] = cfg.head.pool
     if spec.get("aux_weight") and freeze_policy.frozen_backbone_epochs != 0:
         # Inception's auxiliary classifier only runs while the whole backbone is in train mode from the
         # first step: a backbone frozen at first (head_only; two_phase and gradual, whose first epochs may
@@ -159,6 +161,7 @@ def classifier(
         class_names=class_names,
         data_config=data_config,
         dropout=cfg.head.dropout,
+        head_hidden=cfg.head.get("hidden"),
         channels_last=cfg.channels_last,
         backbone=built_backbone,
         param_groups=freeze_policy.param_groups if freeze_policy is not None else None,

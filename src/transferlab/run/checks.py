@@ -86,6 +86,8 @@ RULES: dict[str, Rule] = {
     "channels_last": Rule(bool),
     "gpu_per_job": Rule(bool),
     "head.dropout": fraction(open_high=True),
+    "head.hidden": Rule(int, 1, optional=True),
+    "head.pool": Rule(str, also=("avg", "avgmax")),
     "feature_cache.enabled": Rule(bool),
     "feature_cache.views": Rule(int, 1),
     "feature_cache.dir": Rule(str, optional=True),
@@ -130,6 +132,8 @@ RULES: dict[str, Rule] = {
     "strategy.unfreeze_lr_scale": Rule(float, 0),
     "strategy.head_epochs": Rule(int, 0),
     "strategy.every": Rule(int, 1),
+    "strategy.epochs": Rule(int, 1),
+    "strategy.freeze_epochs": Rule(int, 1, advice="fine_tune trains the head alone first"),
     "strategy.decay": fraction(open_low=True),
     "strategy.many_per_class": Rule(int, 1),
     "strategy.similar": Rule(float, -1, 1),
@@ -153,6 +157,7 @@ def check_config(cfg: DictConfig) -> None:
         if isinstance(node, DictConfig) and "_target_" in node:
             check_arguments(section, node)
     check_run_length(cfg)
+    check_epoch_count(cfg)
     check_optimizer(cfg)
 
 
@@ -178,6 +183,22 @@ def check_run_length(cfg: DictConfig) -> None:
             f"trainer.max_epochs={_shown(epochs)}: {' and '.join(needs_length)} spreads over the run's epochs, "
             "so the run needs a length; set trainer.max_epochs to 1 or more (or scheduler=none or step to train "
             "until early stopping ends it)"
+        )
+
+
+def check_epoch_count(cfg: DictConfig) -> None:
+    """A strategy that counts its epochs as its anchor does (fastai_fine_tune: `epochs` after `freeze_epochs`,
+    fastai's fine_tune(epochs)) sets trainer.max_epochs itself; another value there would change the recipe."""
+    strategy, trainer = cfg.get("strategy"), cfg.get("trainer") or {}
+    if not (isinstance(strategy, DictConfig) and "epochs" in strategy and "freeze_epochs" in strategy):
+        return
+    name = getattr(_target("strategy", strategy), "name", "this strategy")
+    total, epochs = strategy.freeze_epochs + strategy.epochs, trainer.get("max_epochs")
+    if epochs != total:
+        raise TransferlabError(
+            f"trainer.max_epochs={_shown(epochs)}: strategy={name} counts epochs as fastai's fine_tune(N) does, "
+            f"{strategy.freeze_epochs} frozen + N: set strategy.epochs=N instead (now {strategy.epochs}, so {total} "
+            "epochs in all), and trainer.max_epochs follows"
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from transferlab.classifier.module import describe_head
 from transferlab.models.backbones import list_backbones
 from transferlab.run import build
 from transferlab.run.checks import check_config
@@ -54,7 +55,7 @@ def describe(cfg: DictConfig) -> str:
         trainable = sum(p.numel() for p in block.parameters() if p.requires_grad)
         lines.append(f"{index:<6} {name[:40]:<40} {total:>12,} {trainable:>12,}")
     head = sum(p.numel() for p in module.head.parameters())
-    lines.append(f"{'head':<6} {'Dropout → Linear(…, num_classes=2)':<40} {head:>12,} {head:>12,}")
+    lines.append(f"{'head':<6} {describe_head(module.head)[:40]:<40} {head:>12,} {head:>12,}")
     if module.aux_head is not None:
         aux = sum(p.numel() for p in module.aux_head.parameters())
         trains = sum(p.numel() for p in module.aux_head.parameters() if p.requires_grad)

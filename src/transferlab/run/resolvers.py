@@ -22,3 +22,6 @@ def register() -> None:
     if not OmegaConf.has_resolver("config_subdir"):
         # A resumed run keeps the config it was started with in .hydra/.
         OmegaConf.register_new_resolver("config_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra")
+    if not OmegaConf.has_resolver("add"):
+        # `${add:${strategy.freeze_epochs},${strategy.epochs}}`: fastai_fine_tune's epochs in all.
+        OmegaConf.register_new_resolver("add", lambda *values: sum(values))
