@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from transferlab import console
 from transferlab.distributed import launch
 from transferlab.errors import TransferlabError, run_app
-from transferlab.run import resolvers
+from transferlab.run import resolvers, sweeps
 from transferlab.run.pipeline import Job, RunStopped, train
 
 log = logging.getLogger("transferlab")
@@ -63,4 +63,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     prepare_process()
-    run_app(main)
+    run_app(main, on_refusal=sweeps.remove_unstarted_sweep)

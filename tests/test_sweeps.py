@@ -100,3 +100,16 @@ def test_a_transient_failure_is_retried_and_a_config_error_is_not(stop_photos, t
     assert once.returncode == 1 and job_metrics(tmp_path / "once")["0"]["status"] == "failed"
     checked = sweep(*common, "sweep.retries=3", "optimizer.lr=-1", f"hydra.sweep.dir={tmp_path / 'checked'}")
     assert checked.returncode == 1 and "running the job again" not in checked.stdout + checked.stderr
+
+
+def test_a_mistyped_sweep_leaves_no_empty_sweep_directory_and_a_started_sweep_keeps_its_own(tmp_path):
+    fresh = tmp_path / "fresh"
+    refused = sweep("optimizer.lrr=0.1,0.2", f"hydra.sweep.dir={fresh}")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr + refused.stdout
+    assert "error: optimizer.lrr: no such key (did you mean optimizer.lr?)" in refused.stdout + refused.stderr
+    assert not fresh.exists(), "Hydra's multirun.yaml alone, for a sweep that never ran, is removed"
+    started = tmp_path / "started"
+    (started / "0_seed=1").mkdir(parents=True)  # a job of an earlier run of this sweep
+    (started / "multirun.yaml").write_text("{}\n")
+    assert sweep("optimizer.lrr=0.1,0.2", f"hydra.sweep.dir={started}").returncode == 1
+    assert (started / "0_seed=1").is_dir(), "a sweep with a job in it is never removed"

@@ -41,17 +41,19 @@ def one_line_errors(task: Callable[[Any], T]) -> Callable[[Any], T]:
     return run
 
 
-def run_app(main: Callable[[], object]) -> None:
+def run_app(main: Callable[[], object], on_refusal: Callable[[], None] | None = None) -> None:
     """Run a Hydra app's `main()` so that Hydra's own refusal of a command line (a mistyped key, an unknown
     group option) is one line on stderr and status 1, as a TransferlabError is (`one_line_errors`). Call
     it from an entry point's `__main__` block: it sets HYDRA_FULL_ERROR, so that Hydra raises instead of
-    printing its own report."""
+    printing its own report. `on_refusal` tidies what Hydra made before it refused (a sweep directory)."""
     from hydra.errors import HydraException
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
     except HydraException as error:
+        if on_refusal is not None:
+            on_refusal()
         # "error: ", as a run's own errors read on its console (console.ConsoleFormatter).
         logging.getLogger("transferlab").error("error: %s", hydra_refusal(error))
         sys.exit(1)

@@ -76,6 +76,11 @@ def earlier_attempt(digest: str, output_dir: Path, sweep_dir: Path) -> Earlier:
 class SweepSummary(Callback):
     """A Hydra callback (hydra.callbacks): the sweep's outcome in one place, after its last job."""
 
+    started: Path | None = None  # this process's sweep directory, from the sweep's start
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummary.started = Path(config.hydra.sweep.dir)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml"))
@@ -115,3 +120,13 @@ class SweepSummary(Callback):
             )
         if any(e["status"] in ("failed", "diverged") for e in outcome):
             sys.exit(1)
+
+
+def remove_unstarted_sweep() -> None:
+    """After Hydra refused a sweep's command line (a typo in a key or an option, found as the first job's
+    config is composed): the sweep directory Hydra made holds its multirun.yaml alone. Remove it, so that
+    outputs/multirun lists no sweep that never ran; a directory with a job in it is a sweep's, and stays."""
+    sweep_dir = SweepSummary.started
+    if sweep_dir is not None and sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
+        (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+        sweep_dir.rmdir()
