@@ -63,4 +63,7 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     prepare_process()
-    run_app(main, on_refusal=sweeps.remove_unstarted_sweep)
+    try:
+        run_app(main, on_refusal=sweeps.remove_unstarted_sweep)
+    finally:  # a torchrun or Slurm rank's group (a process transferlab launched has torn its own down)
+        launch.leave_process_group()

@@ -30,7 +30,7 @@ TINY_DEFAULT_BAR = [option for option in TINY if not option.startswith("trainer.
 @pytest.fixture(scope="module")
 def piped_run(colour_folder, tmp_path_factory) -> tuple[Path, str]:
     """src/train.py with stdout and stderr captured (not a terminal), every warning left visible."""
-    run_dir = tmp_path_factory.mktemp("piped_run")
+    log_dir = tmp_path_factory.mktemp("piped_run")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
     result = subprocess.run(
         [
@@ -38,7 +38,7 @@ def piped_run(colour_folder, tmp_path_factory) -> tuple[Path, str]:
             str(ROOT / "src" / "train.py"),
             *TINY_DEFAULT_BAR,
             f"data.root={colour_folder}",
-            f"hydra.run.dir={run_dir}",
+            f"paths.log_dir={log_dir}",
         ],
         env=env,
         cwd=ROOT,
@@ -47,7 +47,18 @@ def piped_run(colour_folder, tmp_path_factory) -> tuple[Path, str]:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    (run_dir,) = log_dir.glob("runs/*/*")  # outputs/runs/<date>/<time>_<overrides>
     return run_dir, result.stdout + result.stderr
+
+
+def test_a_runs_directory_and_so_its_tensorboard_run_are_named_after_its_overrides(piped_run):
+    run_dir, _ = piped_run
+    stamp, _, overrides = run_dir.name.partition("_")
+    assert re.fullmatch(r"\d\d-\d\d-\d\d", stamp)
+    # Hydra's override_dirname: sorted, "/" made "_", paths.log_dir left out.
+    assert overrides.startswith("data.batch_size=16,data.image_size=32,data.num_workers=0,data.root=_")
+    assert "paths.log_dir" not in overrides and len(overrides) <= 120
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents*"))
 
 
 def test_train_log_has_one_line_per_epoch_with_that_epochs_metrics(piped_run):

@@ -57,3 +57,13 @@ def tear_down() -> None:
         dist.destroy_process_group()
     for name in LAUNCHER_VARIABLES:
         os.environ.pop(name, None)
+
+
+def leave_process_group() -> None:
+    """At the end of a process started from outside (a torchrun or srun rank): destroy the process group it
+    was handed. Left to interpreter exit, NCCL's destructor may abort a rank that succeeded. Once per
+    process, after its last run: a process that trains again would need the group again."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

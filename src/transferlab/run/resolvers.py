@@ -7,6 +7,11 @@ from omegaconf import OmegaConf
 from transferlab.distributed import ranks
 
 
+def path_safe(name: object) -> str:
+    """Overrides as one directory name: a path value must not nest it, and names stay short."""
+    return str(name).replace("/", "_")[:120]
+
+
 def register() -> None:
     """Idempotent: every script (and the tests) calls it once before composing a config."""
     if not OmegaConf.has_resolver("coalesce"):
@@ -14,7 +19,13 @@ def register() -> None:
         OmegaConf.register_new_resolver("coalesce", lambda *values: next((v for v in values if v), None))
     if not OmegaConf.has_resolver("path_safe"):
         # Sweep sub-directories are named after the overrides; a path value must not nest them.
-        OmegaConf.register_new_resolver("path_safe", lambda name: str(name).replace("/", "_")[:120])
+        OmegaConf.register_new_resolver("path_safe", path_safe)
+    if not OmegaConf.has_resolver("named_after"):
+        # A single run's directory: its start time, then its overrides (`_model=resnet18,strategy=head_only`),
+        # so that TensorBoard's run list says what each run was. Nothing for a run of the defaults.
+        OmegaConf.register_new_resolver(
+            "named_after", lambda overrides: f"_{path_safe(overrides)}" if overrides else ""
+        )
     if not OmegaConf.has_resolver("run_stamp"):
         # A run's directory name: its start time; the Slurm job for the tasks of one multi-task
         # (multi-node) run, which must all agree on it and may start seconds apart.
