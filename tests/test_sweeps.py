@@ -1,6 +1,7 @@
 """Sweeps that survive: a failed job does not stop the others and is summarised; the same command
 continues a sweep killed with SIGKILL (completed jobs skipped, the killed one continued from its
-last.ckpt) and ends as an uninterrupted sweep; a transient failure is retried, a config error not."""
+last.ckpt) and ends as an uninterrupted sweep, an Optuna search too; a transient failure is retried, a
+config error not; a sweep Hydra refused leaves no empty directory."""
 
 from __future__ import annotations
 
@@ -113,3 +114,52 @@ def test_a_mistyped_sweep_leaves_no_empty_sweep_directory_and_a_started_sweep_ke
     (started / "multirun.yaml").write_text("{}\n")
     assert sweep("optimizer.lrr=0.1,0.2", f"hydra.sweep.dir={started}").returncode == 1
     assert (started / "0_seed=1").is_dir(), "a sweep with a job in it is never removed"
+
+
+def test_an_optuna_sweep_killed_mid_trial_continues_its_study_and_ends_as_an_uninterrupted_one(stop_photos, tmp_path):
+    """The study is kept in the sweep directory: each trial's metrics.json holds its config's digest and
+    its value. The seeded sampler proposes the same trials again, so the told ones are read back, not run."""
+    import yaml
+
+    overrides = [
+        *SWEEP,
+        f"data.root={stop_photos}",
+        "trainer.max_epochs=6",
+        "data.batch_size=2",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    ]
+    killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
+    process = subprocess.Popen(
+        command(*overrides, f"hydra.sweep.dir={killed_dir}"),
+        env=environment(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(killed_dir.glob("1_*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # trial 1 has finished an epoch: kill the study in the middle of that trial
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = job_metrics(killed_dir)
+    assert before["0"]["status"] == "completed" and before["1"]["status"] == "running" and "2" not in before
+    assert not (killed_dir / "optimization_results.yaml").exists()
+    told_at = next(killed_dir.glob("0_*/metrics.json")).stat().st_mtime_ns
+
+    again = sweep(*overrides, f"hydra.sweep.dir={killed_dir}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "job 0: already completed" in again.stdout and "job 1: continues its unfinished run from" in again.stdout
+    assert next(killed_dir.glob("0_*/metrics.json")).stat().st_mtime_ns == told_at, "trial 0 was not run again"
+    whole = sweep(*overrides, f"hydra.sweep.dir={whole_dir}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    continued, uninterrupted = job_metrics(killed_dir), job_metrics(whole_dir)
+    assert sorted(continued) == sorted(uninterrupted) == ["0", "1", "2"]
+    for job in ("0", "1", "2"):
+        for key in ("test/acc", "val/acc_best", "epochs", "config_digest", "strategy"):
+            assert continued[job][key] == uninterrupted[job][key], (job, key)
+    results = [yaml.safe_load((d / "optimization_results.yaml").read_text()) for d in (killed_dir, whole_dir)]
+    assert results[0]["best_params"] == results[1]["best_params"]
+    assert results[0]["best_value"] == results[1]["best_value"]

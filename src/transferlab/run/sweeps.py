@@ -5,6 +5,8 @@
   `hydra.sweep.dir`, a job whose config (less where it writes) matches a completed or diverged job of
   that sweep is skipped, whatever its number now; one whose own directory holds an unfinished run of
   the same config (killed, interrupted, failed) with a `last.ckpt` continues from it; the rest run.
+  An Optuna search continues this way too: its seeded sampler proposes the same trials again, and a
+  skipped job hands the sweeper its stored value, so the study is rebuilt from the sweep directory.
 - `SweepSummary` (a Hydra callback, conf/hydra/default.yaml): after the last job, one line per job
   that did not complete (its overrides and its one-line error), the command that runs what is left
   (the same command: completed jobs are skipped), a `sweep_summary.json`, and exit status 1 when a
