@@ -273,24 +273,26 @@ def test_sweeps_run_through_the_joblib_and_submitit_launchers(launcher, colour_f
     """With the default DataLoader workers: each job starts them in the launcher's process (a loky
     worker for joblib), for its image loaders (scratch) and its feature-cache pass (head_only)."""
     options = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
-    result = run_train(
-        [
-            "-m",
-            f"hydra/launcher={launcher}",
-            *options,
-            "model=small_cnn",
-            "strategy=scratch,head_only",
-            *TINY_WITH_WORKERS,
-            f"data.root={colour_folder}",
-            "trainer.max_epochs=1",
-            f"paths.log_dir={tmp_path}",
-        ],
-        offline_env,
-        timeout=600,
-    )
+    command = [
+        "-m",
+        f"hydra/launcher={launcher}",
+        *options,
+        "model=small_cnn",
+        "strategy=scratch,head_only",
+        *TINY_WITH_WORKERS,
+        f"data.root={colour_folder}",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    result = run_train(command, offline_env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    strategies = sorted(json.loads(p.read_text())["strategy"] for p in tmp_path.glob("multirun/*/*/*/metrics.json"))
-    assert strategies == ["head_only", "scratch"]
+    written = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert sorted(json.loads(p.read_text())["strategy"] for p in written) == ["head_only", "scratch"]
+    # The same command continues the sweep through this launcher too: both jobs are done, so neither trains.
+    stamps = [p.stat().st_mtime_ns for p in written]
+    again = run_train(command, offline_env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [p.stat().st_mtime_ns for p in written] == stamps, "completed jobs are skipped, not trained again"
 
 
 @pytest.mark.slow
