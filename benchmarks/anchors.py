@@ -1,28 +1,34 @@
 """A recipe preset beside the tool it copies, on the same images and the same pretrained weights, in one run.
 
-    pip install fastai                                # the anchor (not a transferlab dependency)
-    python benchmarks/anchors.py --epochs 3           # fastai's fine_tune(3) beside recipe=fastai_fine_tune strategy.epochs=3
+    pip install fastai                                       # fastai's anchor (not a transferlab dependency)
+    python benchmarks/anchors.py --epochs 3                  # fastai's fine_tune(3) beside recipe=fastai_fine_tune strategy.epochs=3
+    python benchmarks/anchors.py --anchor pytorch_tutorial   # the PyTorch tutorial's loop beside recipe=pytorch_tutorial
     python benchmarks/anchors.py --folder /path/to/photos --image-size 224
 
-The images: a folder with train/ and val/ class folders (--folder), or by default the offline photos set
-(`data=photos`, seed 42) written out as one: its training crops as train/, its test crops as val/. Both
-tools train on all of train/ for the same epochs and keep the last weights (fastai's way; here
-data.val_fraction=0), and both are scored on val/, which neither uses to choose anything.
+The images: the offline photos set (`data=photos`, seed 42) written out as image folders, or your own
+(--folder: train/, val/ and, for the tutorial, test/ class folders). The weights: EfficientNet-Lite0's
+packaged ImageNet weights in timm's tf_efficientnet_lite0, loaded into the anchor's model as into
+transferlab's. Each side reports, per epoch, training loss and accuracy, then its accuracy on images it
+never used to choose anything, and its wall time (the model built, to the last epoch's end; transferlab's
+also scans, tests and writes its files). Sides alternate seed by seed, so a busier minute hurts both alike.
+The last line is one JSON object.
 
-The weights: EfficientNet-Lite0's packaged ImageNet weights in timm's tf_efficientnet_lite0, loaded into
-fastai's own `vision_learner` body (its TimmBody, its head, its layer groups) as into transferlab's.
-fastai's side is as its documentation runs it: `vision_learner(dls, arch).fine_tune(epochs)`, its
-defaults (base_lr 2e-3, Adam with true weight decay 0.01, one-cycle, BatchNorm trained while frozen);
-the same crops, flips and rotations; the same normalisation. Its training metrics are switched on so
-that the frozen epoch's training accuracy can be set beside ours.
+fastai (`--anchor fastai`): as its documentation runs it, `vision_learner(dls, arch).fine_tune(epochs)`
+with its defaults (base_lr 2e-3, Adam with true weight decay 0.01, one-cycle, BatchNorm trained while
+frozen, its head and layer groups); the photos' training crops are train/, their test crops val/. Both
+sides train on all of train/ and keep the last weights (here data.val_fraction=0), scored on val/.
+Crops (scale 0.35-1), flips and rotations up to 10° on both sides, the same normalisation.
 
-Each side reports, per epoch, training loss and accuracy, then accuracy on val/ and wall time (the
-model built and the weights loaded, to the last epoch's end). The last line is one JSON object.
+The PyTorch tutorial (`--anchor pytorch_tutorial`): its `train_model` loop written out as the tutorial
+has it (SGD lr 1e-3 momentum 0.9, StepLR 7 / 0.1, batch 4, RandomResizedCrop + flip, a new Linear on the
+network, the epoch of best val accuracy kept), with the photos' train/, val/ and test/ splits as folders.
+The tutorial selects and reports on val/; both sides here select on val/ and are scored on test/.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import tempfile
@@ -31,6 +37,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from omegaconf import open_dict
 from PIL import Image
 
@@ -39,10 +46,15 @@ from transferlab.run import build
 from transferlab.run.pipeline import train
 
 MODEL = "efficientnet_lite0"
+# The photos set's splits as each anchor's folders: {folder: split}.
+LAYOUTS = {
+    "fastai": {"train": "train", "val": "test"},
+    "pytorch_tutorial": {"train": "train", "val": "val", "test": "test"},
+}
 
 
 class EpochRecorder(L.Callback):
-    """transferlab's per-epoch training loss and accuracy (what fastai's recorder keeps)."""
+    """transferlab's per-epoch training loss and accuracy (what the anchors keep)."""
 
     epochs: list[dict] = []
 
@@ -53,11 +65,11 @@ class EpochRecorder(L.Callback):
         )
 
 
-def write_photos(where: Path) -> Path:
-    """The offline photos set (seed 42) as train/ (its training crops) and val/ (its test crops)."""
+def write_photos(where: Path, layout: dict[str, str]) -> Path:
+    """The offline photos set (seed 42) as class folders, its splits named as `layout` says."""
     cfg = build.compose(["data=photos", "strategy=head_only"])
     data = build.experiment(cfg).datamodule
-    for folder, split in (("train", "train"), ("val", "test")):
+    for folder, split in layout.items():
         for index, (image, label) in enumerate(zip(data.splits[split].images, data.splits[split].labels)):
             path = where / folder / data.class_names[label] / f"{index:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,21 +77,8 @@ def write_photos(where: Path) -> Path:
     return where
 
 
-def ours(folder: Path, epochs: int, image_size: int, batch_size: int, seed: int, where: Path, extra: list[str]) -> dict:
-    overrides = [
-        f"seed={seed}",
-        "recipe=fastai_fine_tune",
-        f"model={MODEL}",
-        "data=image_folder",
-        f"data.root={folder}",
-        "data.val_fraction=0",
-        f"data.image_size={image_size}",
-        "data.crop_pct=1.0",
-        f"data.batch_size={batch_size}",
-        f"strategy.epochs={epochs}",
-        "logger=none",
-        *extra,
-    ]
+def ours(recipe_overrides: list[str], seed: int, where: Path) -> dict:
+    overrides = [f"seed={seed}", f"model={MODEL}", "data=image_folder", "logger=none", *recipe_overrides]
     cfg = build.run_config([*overrides, f"hydra.run.dir={where}"], where)
     with open_dict(cfg):
         cfg.callbacks.epoch_recorder = {"_target_": "__main__.EpochRecorder"}
@@ -88,7 +87,7 @@ def ours(folder: Path, epochs: int, image_size: int, batch_size: int, seed: int,
     metrics = train(cfg)
     return {
         "epochs": EpochRecorder.epochs,
-        "val_acc": round(metrics["test/acc"], 4),  # val/ is this run's test split (data.val_fraction=0)
+        "acc": round(metrics["test/acc"], 4),  # its test split: val/ for fastai's layout, test/ for the tutorial's
         "s": round(time.perf_counter() - started, 1),
         "overrides": overrides,
     }
@@ -139,46 +138,129 @@ def fastai(folder: Path, epochs: int, image_size: int, batch_size: int, seed: in
         learn.fine_tune(epochs, cbs=[KeepEpochs()])
     return {
         "epochs": [{"train_loss": round(r[0], 4), "train_acc": round(r[1], 4)} for r in values],
-        "val_acc": round(values[-1][3], 4),
+        "acc": round(values[-1][3], 4),
         "s": round(time.perf_counter() - started, 1),
     }
 
 
+def pytorch_tutorial(folder: Path, epochs: int, image_size: int, seed: int) -> dict:
+    """The tutorial's data, model, optimizer and `train_model` loop, scored on test/ at the end."""
+    import timm
+    from torchvision import datasets, transforms
+
+    backbone = create_backbone(MODEL, pretrained=True)
+    config = backbone.data_config
+    normalise = transforms.Normalize(config.mean, config.std)
+    resize = round(image_size / config.crop_pct)  # the tutorial's Resize(256) → CenterCrop(224), at this size
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    data = {
+        "train": datasets.ImageFolder(
+            folder / "train",
+            transforms.Compose(
+                [
+                    transforms.RandomResizedCrop(image_size),
+                    transforms.RandomHorizontalFlip(),
+                    transforms.ToTensor(),
+                    normalise,
+                ]
+            ),
+        ),
+        **{
+            split: datasets.ImageFolder(
+                folder / split,
+                transforms.Compose(
+                    [transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), normalise]
+                ),
+            )
+            for split in ("val", "test")
+        },
+    }
+    loaders = {
+        split: torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=split == "train", num_workers=2)
+        for split, dataset in data.items()
+    }
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=len(data["train"].classes))
+    model.load_state_dict(backbone.features.state_dict(), strict=False)  # all but the new Linear
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+    best_weights, best_acc, history = copy.deepcopy(model.state_dict()), 0.0, []
+
+    def run_epoch(split: str) -> tuple[float, float]:
+        model.train(split == "train")
+        loss_sum, correct = 0.0, 0
+        for inputs, labels in loaders[split]:
+            optimizer.zero_grad()
+            with torch.set_grad_enabled(split == "train"):
+                outputs = model(inputs)
+                loss = criterion(outputs, labels)
+                if split == "train":
+                    loss.backward()
+                    optimizer.step()
+            loss_sum += loss.item() * inputs.size(0)
+            correct += int((outputs.argmax(1) == labels).sum())
+        if split == "train":
+            scheduler.step()
+        return loss_sum / len(data[split]), correct / len(data[split])
+
+    for _ in range(epochs):
+        train_loss, train_acc = run_epoch("train")
+        _, val_acc = run_epoch("val")
+        history.append({"train_loss": round(train_loss, 4), "train_acc": round(train_acc, 4)})
+        if val_acc > best_acc:
+            best_acc, best_weights = val_acc, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_weights)
+    _, test_acc = run_epoch("test")
+    return {"epochs": history, "acc": round(test_acc, 4), "s": round(time.perf_counter() - started, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=3, help="fine_tune(N): N unfrozen epochs after 1 frozen one")
-    parser.add_argument("--folder", type=Path, help="train/ and val/ class folders (default: the photos set)")
+    parser.add_argument("--anchor", choices=sorted(LAYOUTS), default="fastai")
+    parser.add_argument("--epochs", type=int, help="fastai: fine_tune(N) (default 3); the tutorial: 25")
+    parser.add_argument("--folder", type=Path, help="class folders laid out as the anchor's (default: the photos set)")
     parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="fastai's (the tutorial's is 4)")
     parser.add_argument("--seeds", type=int, default=3, help="runs of each side, seeds 42, 43, ...")
     parser.add_argument("--ours", nargs="*", default=[], help="extra overrides for transferlab's side")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    results: dict[str, list[dict]] = {"fastai": [], "transferlab": []}
+    results: dict[str, list[dict]] = {args.anchor: [], "transferlab": []}
     with tempfile.TemporaryDirectory() as scratch:
-        folder = args.folder or write_photos(Path(scratch) / "photos")
-        print(f"anchors: fastai fine_tune({args.epochs}) beside recipe=fastai_fine_tune on {folder}", flush=True)
-        for seed in range(42, 42 + args.seeds):  # alternating, so that a busier minute hurts both sides alike
-            results["fastai"].append(fastai(folder, args.epochs, args.image_size, args.batch_size, seed))
-            print(f"fastai       seed {seed}: {results['fastai'][-1]}", flush=True)
-            run_dir = Path(scratch) / f"run{seed}"
-            mine = ours(folder, args.epochs, args.image_size, args.batch_size, seed, run_dir, args.ours)
-            results["transferlab"].append(mine)
-            print(f"transferlab  seed {seed}: {mine}", flush=True)
+        folder = args.folder or write_photos(Path(scratch) / "photos", LAYOUTS[args.anchor])
+        common = [f"data.root={folder}", f"data.image_size={args.image_size}", *args.ours]
+        if args.anchor == "fastai":
+            epochs = args.epochs or 3
+            recipe = ["recipe=fastai_fine_tune", f"strategy.epochs={epochs}", "data.val_fraction=0"]
+            recipe += ["data.crop_pct=1.0", f"data.batch_size={args.batch_size}"]
+        else:
+            epochs = args.epochs or 25
+            recipe = ["recipe=pytorch_tutorial", f"trainer.max_epochs={epochs}"]
+        print(f"anchors: {args.anchor} beside {recipe[0]} on {folder}, {args.seeds} seeds", flush=True)
+        for seed in range(42, 42 + args.seeds):
+            if args.anchor == "fastai":
+                reference = fastai(folder, epochs, args.image_size, args.batch_size, seed)
+            else:
+                reference = pytorch_tutorial(folder, epochs, args.image_size, seed)
+            results[args.anchor].append(reference)
+            print(f"{args.anchor:<16} seed {seed}: {reference}", flush=True)
+            results["transferlab"].append(ours([*recipe, *common], seed, Path(scratch) / f"run{seed}"))
+            print(f"{'transferlab':<16} seed {seed}: {results['transferlab'][-1]}", flush=True)
     summary = {side: summarise(runs) for side, runs in results.items()}
     for side, figures in summary.items():
-        print(f"{side:<12} {figures}")
-    print(json.dumps({"epochs": args.epochs, "summary": summary, "runs": results}))
+        print(f"{side:<16} {figures}")
+    print(json.dumps({"anchor": args.anchor, "epochs": epochs, "summary": summary, "runs": results}))
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Means over the seeds: training accuracy of each epoch (the first is the frozen one), accuracy on val/
-    (± its standard deviation), seconds."""
+    """Means over the seeds: training accuracy of each epoch, accuracy on the held-out images (± its
+    standard deviation), seconds."""
     mean = lambda values: round(float(np.mean(values)), 4)  # noqa: E731
     return {
         "train_acc": [mean(epoch) for epoch in zip(*[[e["train_acc"] for e in r["epochs"]] for r in runs])],
-        "val_acc": mean([r["val_acc"] for r in runs]),
-        "val_acc_sd": round(float(np.std([r["val_acc"] for r in runs], ddof=1)), 4) if len(runs) > 1 else 0.0,
+        "acc": mean([r["acc"] for r in runs]),
+        "acc_sd": round(float(np.std([r["acc"] for r in runs], ddof=1)), 4) if len(runs) > 1 else 0.0,
         "s": mean([r["s"] for r in runs]),
     }
 
