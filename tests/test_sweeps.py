@@ -33,6 +33,26 @@ def job_metrics(sweep_dir) -> dict[str, dict]:
     return {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
 
 
+def kill_in_job_1(overrides: list[str], sweep_dir) -> None:
+    """Start the sweep, SIGKILL it once job 1 has finished an epoch (in the middle of that job), and check
+    what is left: job 0 completed, job 1 running, no job 2."""
+    process = subprocess.Popen(
+        command(*overrides, f"hydra.sweep.dir={sweep_dir}"),
+        env=environment(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(sweep_dir.glob("1_*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = job_metrics(sweep_dir)
+    assert before["0"]["status"] == "completed" and before["1"]["status"] == "running" and "2" not in before
+
+
 def test_a_failed_job_is_summarised_the_others_run_and_the_sweep_exits_1(stop_photos, tmp_path):
     result = sweep(
         *SWEEP,
@@ -61,21 +81,7 @@ def test_a_sweep_killed_mid_job_continues_with_the_same_command_and_ends_as_an_u
         "optimizer.lr=0.003,0.001,0.002",
     ]
     killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
-    process = subprocess.Popen(
-        command(*overrides, f"hydra.sweep.dir={killed_dir}"),
-        env=environment(),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while not list(killed_dir.glob("1_*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
-        time.sleep(0.02)  # job 1 has finished an epoch: kill the sweep in the middle of that job
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    before = job_metrics(killed_dir)
-    assert before["0"]["status"] == "completed" and before["1"]["status"] == "running" and "2" not in before
+    kill_in_job_1(overrides, killed_dir)
     completed_at = next(killed_dir.glob("0_*/metrics.json")).stat().st_mtime_ns
 
     again = sweep(*overrides, f"hydra.sweep.dir={killed_dir}")
@@ -131,21 +137,7 @@ def test_an_optuna_sweep_killed_mid_trial_continues_its_study_and_ends_as_an_uni
         "hydra.sweeper.sampler.n_startup_trials=2",
     ]
     killed_dir, whole_dir = tmp_path / "killed", tmp_path / "whole"
-    process = subprocess.Popen(
-        command(*overrides, f"hydra.sweep.dir={killed_dir}"),
-        env=environment(),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while not list(killed_dir.glob("1_*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
-        time.sleep(0.02)  # trial 1 has finished an epoch: kill the study in the middle of that trial
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    before = job_metrics(killed_dir)
-    assert before["0"]["status"] == "completed" and before["1"]["status"] == "running" and "2" not in before
+    kill_in_job_1(overrides, killed_dir)
     assert not (killed_dir / "optimization_results.yaml").exists()
     told_at = next(killed_dir.glob("0_*/metrics.json")).stat().st_mtime_ns
 

@@ -16,10 +16,10 @@ fine_tune runs two, the second over the groups that join at the unfreezing.
 
 While frozen, the body's BatchNorm trains as fastai's does (`train_bn`, its default): its weights at a
 tenth of the head's rate (fastai's `slice(base_lr)` gives the body's groups base_lr / 10) without
-weight decay (fastai's `wd_bn_bias=False`), its statistics following the new images. That is what lets
-a frozen epoch learn: on the photos set fastai's frozen epoch reached train accuracy 0.24, this one 0.15
-with BatchNorm held in inference mode (benchmarks/anchors.py, docs/recipes.md). train_bn=false holds it
-there, as every other transferlab policy does.
+weight decay (fastai's `wd_bn_bias=False`), its statistics following the new images. train_bn=false
+holds it in inference mode, as every other transferlab policy does (in fastai, on the photos set, it
+changed nothing in the frozen epoch; what lets that epoch learn is fastai's head with its concat
+pooling, recipe=fastai_fine_tune's head.pool=avgmax: docs/recipes.md).
 """
 
 from __future__ import annotations
