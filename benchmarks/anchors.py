@@ -180,8 +180,10 @@ def pytorch_tutorial(folder: Path, epochs: int, image_size: int, seed: int) -> d
         split: torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=split == "train", num_workers=2)
         for split, dataset in data.items()
     }
-    model = timm.create_model("tf_efficientnet_lite0", num_classes=len(data["train"].classes))
-    model.load_state_dict(backbone.features.state_dict(), strict=False)  # all but the new Linear
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=0)
+    model.load_state_dict(backbone.features.state_dict())  # the same ImageNet weights
+    # The tutorial's `model_ft.fc = nn.Linear(num_ftrs, 2)`: a new Linear with PyTorch's initialisation.
+    model.classifier = torch.nn.Linear(model.num_features, len(data["train"].classes))
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)

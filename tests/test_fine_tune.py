@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -60,10 +61,12 @@ def fine_tune_config(colour_folder, tmp_path, *extra: str):
     return cfg
 
 
-def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_folder, tmp_path):
+def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_folder, tmp_path, caplog):
     cfg = fine_tune_config(colour_folder, tmp_path)
     base = cfg.optimizer.lr  # the strategy's recipe
-    train(cfg)
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    assert "training 3 epochs (fastai's fine_tune(2): 1 frozen + 2) on cpu" in caplog.text
     steps = StepRates.instances[-1].steps
     frozen = [s for s in steps if s[0] == 0]
     unfrozen = [s for s in steps if s[0] > 0]

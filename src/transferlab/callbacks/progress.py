@@ -76,6 +76,9 @@ class EpochLine(L.Callback):
             inside = done if 0 < done < trainer.num_training_batches else 0
             if first == 1 and not inside:
                 span = f"training {last} epoch{'s' * (last != 1)}"
+                # How a strategy that counts epochs its own way splits them ("fastai's fine_tune(4): 1 frozen + 4").
+                plans = [c.epoch_plan() for c in trainer.callbacks if hasattr(c, "epoch_plan")]
+                span += f" ({plans[0]})" if plans else ""
             else:
                 span = f"resuming at epoch {first} of {last}" + (f", after its batch {inside}" if inside else "")
         # A run resumed mid-epoch (a signal's checkpoint) starts inside an epoch: no on_train_epoch_start.

@@ -80,6 +80,10 @@ class FastaiFineTune(FreezePolicy):
         # A body whose BatchNorm trains changes while frozen: its features cannot be computed once.
         return 0 if self.train_bn else self.freeze_epochs
 
+    def epoch_plan(self) -> str:
+        """How the run's epochs divide, for its first line."""
+        return f"fastai's fine_tune({self.epochs}): {self.freeze_epochs} frozen + {self.epochs}"
+
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)
         if self.train_bn:
