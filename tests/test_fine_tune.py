@@ -192,3 +192,15 @@ def test_avgmax_on_a_backbone_that_cannot_take_it_is_one_clear_error():
 
     with pytest.raises(TransferlabError, match="^head.pool=avgmax: vgg11 has no global average pooling module"):
         create_backbone("vgg11", pretrained=False, pool="avgmax")
+
+
+def test_a_checkpoint_with_fastais_head_reloads_into_the_same_network(colour_folder, tmp_path):
+    from transferlab.classifier.module import ImageClassifier
+
+    cfg = fine_tune_config(colour_folder, tmp_path, "head.hidden=16", "head.pool=avgmax", "head.dropout=0.5")
+    metrics = train(cfg)
+    reloaded = ImageClassifier.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu").eval()
+    assert reloaded.backbone.num_features == 2 * 256 and reloaded.head[2].out_features == 16  # strict load: all keys
+    state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in state.items())
+    assert reloaded(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
