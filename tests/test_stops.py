@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -35,6 +36,9 @@ def run(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess
         capture_output=True,
         text=True,
         timeout=300,
+        # A suite started in the background (`pytest &`) passes SIGINT on ignored, and Python then leaves
+        # Ctrl-C ignored: give the run the terminal's default, as a user's run in a terminal has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
