@@ -67,6 +67,9 @@ def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_
     with caplog.at_level(logging.INFO):
         train(cfg)
     assert "training 3 epochs (fastai's fine_tune(2): 1 frozen + 2) on cpu" in caplog.text
+    # One line for the unfreezing, not one per block.
+    assert "epoch 1: the body's 4 blocks join the optimizer" in caplog.text
+    assert "parameters join the optimizer at lr" not in caplog.text
     steps = StepRates.instances[-1].steps
     frozen = [s for s in steps if s[0] == 0]
     unfrozen = [s for s in steps if s[0] > 0]

@@ -111,14 +111,20 @@ class FreezePolicy(BaseFinetuning):
             pl_module.get_submodule(path).eval()
 
     def add_param_group(
-        self, pl_module: L.LightningModule, optimizer: Optimizer, modules: list[nn.Module], lr: float
-    ) -> None:
-        """Make `modules` trainable and give the optimizer (and its schedulers) those not yet in it."""
+        self,
+        pl_module: L.LightningModule,
+        optimizer: Optimizer,
+        modules: list[nn.Module],
+        lr: float,
+        announce: bool = True,
+    ) -> int:
+        """Make `modules` trainable and give the optimizer (and its schedulers) those not yet in it; returns
+        how many parameters joined. `announce=False`: the caller says it in one line for several groups."""
         set_trainable(modules, True)
         known = {id(p) for group in optimizer.param_groups for p in group["params"]}
         params = [p for m in modules for p in m.parameters() if id(p) not in known]
         if not params:
-            return  # already there: a resumed run restored this group from the checkpoint
+            return 0  # already there: a resumed run restored this group from the checkpoint
         # A schedule that knows its current factor (schedules.WarmupCosine.current_factor) has the group join at it, not at
         # its undecayed rate; the epoch schedulers of torch follow a new group from their next step.
         schedulers = [c.scheduler for c in pl_module.trainer.lr_scheduler_configs if c.scheduler.optimizer is optimizer]
@@ -127,9 +133,7 @@ class FreezePolicy(BaseFinetuning):
         for scheduler in schedulers:
             scheduler.base_lrs.append(lr)
             internals.append_last_lr(scheduler, now)
-        log.info(
-            "epoch %d: %d parameters join the optimizer at lr %.2e",
-            pl_module.current_epoch,
-            sum(p.numel() for p in params),
-            lr,
-        )
+        joined = sum(p.numel() for p in params)
+        if announce:
+            log.info("epoch %d: %d parameters join the optimizer at lr %.2e", pl_module.current_epoch, joined, lr)
+        return joined

@@ -24,6 +24,7 @@ pooling, recipe=fastai_fine_tune's head.pool=avgmax: docs/recipes.md).
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lightning as L
@@ -32,6 +33,8 @@ from torch.optim import Optimizer
 
 from transferlab.errors import TransferlabError
 from transferlab.strategies.base import FreezePolicy, set_trainable
+
+log = logging.getLogger(__name__)
 
 
 def one_cycle(progress: float, pct_start: float, div: float, div_final: float) -> tuple[float, float]:
@@ -117,8 +120,12 @@ class FastaiFineTune(FreezePolicy):
         peak = pl_module.hparams.optimizer["lr"] / 2  # fastai halves base_lr for the unfrozen phase
         rates = [peak / self.lr_mult ** (1 - index / max(len(blocks) - 1, 1)) for index in range(len(blocks))]
         # Idempotent, like every phase change: a resumed run re-adds nothing (its groups come back with the optimizer).
-        for block, rate in zip(blocks, rates):
-            self.add_param_group(pl_module, optimizer, [block], rate)
+        joined = sum(self.add_param_group(pl_module, optimizer, [b], r, announce=False) for b, r in zip(blocks, rates))
+        if joined:
+            log.info(
+                "epoch %d: the body's %d blocks join the optimizer, %d parameters at lr %.2e (stem) to %.2e (top)",
+                pl_module.current_epoch, len(blocks), joined, rates[0], rates[-1],
+            )  # fmt: skip
         for group in optimizer.param_groups:
             if "block" in group:  # a block's BatchNorm, trained while frozen, now moves at its block's rate
                 group["initial_lr"] = rates[group["block"]]
