@@ -63,7 +63,6 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     prepare_process()
-    try:
-        run_app(main, on_refusal=sweeps.remove_unstarted_sweep)
-    finally:  # a torchrun or Slurm rank's group (a process transferlab launched has torn its own down)
-        launch.leave_process_group()
+    run_app(main, on_refusal=sweeps.remove_unstarted_sweep)
+    # Reached after a clean end only: a failed rank exits without waiting on peers that may be gone.
+    launch.leave_process_group()  # a torchrun or Slurm rank's group (transferlab's own launches tear theirs down)

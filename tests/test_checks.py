@@ -42,8 +42,10 @@ BAD_VALUES = [
     (["trainer.max_epochs=-1", "scheduler=warmup_cosine"], "trainer.max_epochs=-1: the WarmupCosine schedule"),
     (
         ["trainer.max_epochs=-1", "strategy=fastai_fine_tune", "scheduler=none"],
-        "trainer.max_epochs=-1: strategy=fastai_fine_tune's schedule spreads",
+        "trainer.max_epochs=-1: strategy=fastai_fine_tune counts epochs as fastai's fine_tune(N) does",
     ),
+    (["strategy=fastai_fine_tune", "strategy.epochs=null"], "strategy.epochs=null: expected an integer ≥ 1"),
+    (["strategy=fastai_fine_tune", "strategy.epochs=-1"], "strategy.epochs=-1: expected an integer ≥ 1"),
     (["optimizer=sgd", "optimizer.momentum=2"], "optimizer.momentum=2: expected a number ≥ 0 and ≤ 1"),
     # Checked by torch itself, on a stand-in parameter, before anything is built:
     (

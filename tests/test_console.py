@@ -55,8 +55,10 @@ def test_a_runs_directory_and_so_its_tensorboard_run_are_named_after_its_overrid
     run_dir, _ = piped_run
     stamp, _, overrides = run_dir.name.partition("_")
     assert re.fullmatch(r"\d\d-\d\d-\d\d", stamp)
-    # Hydra's override_dirname: sorted, "/" made "_", paths.log_dir left out.
-    assert overrides.startswith("data.batch_size=16,data.image_size=32,data.num_workers=0,data.root=_")
+    # Hydra's override_dirname, sorted, with "-" and "+" for "=" and ",", "/" made "_", paths.log_dir left out:
+    # a name a command line takes back unquoted (resume=DIR).
+    assert overrides.startswith("data.batch_size-16+data.image_size-32+data.num_workers-0+data.root-_")
+    assert not set("=,[]'\"/ ") & set(overrides)
     assert "paths.log_dir" not in overrides and len(overrides) <= 120
     assert list((run_dir / "tensorboard").glob("events.out.tfevents*"))
 

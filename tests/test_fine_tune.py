@@ -153,7 +153,10 @@ def test_the_recipes_head_is_fastais_create_head(tmp_path):
 
     head = make_head(1280, 10, dropout=0.5, hidden=512)
     kinds = [type(layer).__name__ for layer in head]
-    assert kinds == ["BatchNorm1d", "Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear"]
+    assert kinds == ["HeadBatchNorm", "Dropout", "Linear", "ReLU", "HeadBatchNorm", "Dropout", "Linear"]
+    assert isinstance(head[0], torch.nn.BatchNorm1d)
+    # A last training batch of one image (64k + 1 images) trains on, where nn.BatchNorm1d raises.
+    assert head.train()(torch.randn(1, 1280)).shape == (1, 10)
     assert [head[1].p, head[5].p] == [0.25, 0.5] and head[2].bias is None and head[6].bias is None
     assert (head[2].in_features, head[2].out_features, head[6].out_features) == (1280, 512, 10)
     # Kaiming normal (fastai's apply_init): std sqrt(2 / fan_in), against PyTorch's uniform default.

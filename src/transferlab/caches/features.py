@@ -127,7 +127,6 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     described = {
         "backbone": module.backbone.name,
-        "pool": module.backbone.pool,
         "device": torch.device(module.device).type,
         "data_config": datamodule.data_config.to_dict(),
         "augment": vars(datamodule.augment) if augment else None,
@@ -138,6 +137,8 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
         "images": sources_digest(datamodule.splits[split].images),
         "libraries": library_versions(*DECODING_LIBRARIES, "timm"),  # timm builds most backbones
     }
+    if module.backbone.pool != "avg":  # head.pool=avgmax; the default leaves earlier caches valid
+        described["pool"] = module.backbone.pool
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:24]
 

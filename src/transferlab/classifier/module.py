@@ -37,6 +37,16 @@ def architecture_only(model: dict) -> dict:
     return {**model, "pretrained": False, "weights": None}
 
 
+class HeadBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d that takes a training batch of one image (a split of 64k + 1 images ends with one) by
+    normalising it with the running statistics, where nn.BatchNorm1d raises; fastai drops such a batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def make_head(num_features: int, num_classes: int, dropout: float, hidden: int | None = None) -> nn.Sequential:
     """The new classifier on the backbone's pooled features: Dropout → Linear; with `hidden`, fastai's
     `create_head` (BatchNorm → Dropout(p/2) → Linear → ReLU → BatchNorm → Dropout(p) → Linear, no biases
@@ -45,11 +55,11 @@ def make_head(num_features: int, num_classes: int, dropout: float, hidden: int |
     if hidden is None:
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
     head = nn.Sequential(
-        nn.BatchNorm1d(num_features),
+        HeadBatchNorm(num_features),
         nn.Dropout(dropout / 2),
         nn.Linear(num_features, hidden, bias=False),
         nn.ReLU(inplace=True),
-        nn.BatchNorm1d(hidden),
+        HeadBatchNorm(hidden),
         nn.Dropout(dropout),
         nn.Linear(hidden, num_classes, bias=False),
     )

@@ -26,14 +26,14 @@ class AvgMaxPool2d(nn.Module):
 
 def _global_average_pool(features: nn.Module) -> tuple[str, nn.Module] | None:
     """The (path, module) of the backbone's global average pooling: timm's SelectAdaptivePool2d or
-    torchvision's AdaptiveAvgPool2d(1)."""
+    torchvision's AdaptiveAvgPool2d(1), the last one (earlier ones are squeeze-excitation pools)."""
+    found = None
     for path, module in features.named_modules():
-        kind = type(module).__name__
-        if kind == "SelectAdaptivePool2d" and getattr(module, "pool_type", "") == "avg":
-            return path, module
-        if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1)):
-            return path, module
-    return None
+        timm_pool = type(module).__name__ == "SelectAdaptivePool2d" and getattr(module, "pool_type", "") == "avg"
+        torch_pool = isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1))
+        if timm_pool or torch_pool:
+            found = path, module
+    return found
 
 
 def with_pool(backbone: Backbone, pool: str) -> Backbone:
@@ -52,8 +52,8 @@ def with_pool(backbone: Backbone, pool: str) -> Backbone:
     if type(old).__name__ == "SelectAdaptivePool2d":
         from timm.layers import SelectAdaptivePool2d
 
-        new: nn.Module = SelectAdaptivePool2d(pool_type="catavgmax", flatten=old.flatten is not nn.Identity)
-        new.flatten = old.flatten
+        new: nn.Module = SelectAdaptivePool2d(pool_type="catavgmax")
+        new.flatten = old.flatten  # as the model had it
     else:
         new = AvgMaxPool2d()
     parent, _, name = path.rpartition(".")
@@ -67,7 +67,7 @@ def with_pool(backbone: Backbone, pool: str) -> Backbone:
             out = backbone.eval()(torch.zeros(1, 3, side, side))
             backbone.train(was_training)
         width = (out[0] if isinstance(out, tuple) else out).shape[-1]
-    except RuntimeError:
+    except Exception:  # noqa: BLE001 - a shape error, or a model's own size assertion: refused below
         width = None
     if width != 2 * backbone.num_features:
         raise TransferlabError(

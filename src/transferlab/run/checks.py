@@ -115,6 +115,9 @@ RULES: dict[str, Rule] = {
     "optimizer.lr": Rule(float, 0, open_low=True),
     "optimizer.weight_decay": Rule(float, 0),
     "optimizer.momentum": fraction(),
+    # Before trainer.max_epochs, which fastai_fine_tune computes from them.
+    "strategy.epochs": Rule(int, 1),
+    "strategy.freeze_epochs": Rule(int, 1, advice="fine_tune trains the head alone first"),
     # -1: Lightning's "until max_steps".
     "trainer.max_epochs": Rule(
         int,
@@ -132,8 +135,6 @@ RULES: dict[str, Rule] = {
     "strategy.unfreeze_lr_scale": Rule(float, 0),
     "strategy.head_epochs": Rule(int, 0),
     "strategy.every": Rule(int, 1),
-    "strategy.epochs": Rule(int, 1),
-    "strategy.freeze_epochs": Rule(int, 1, advice="fine_tune trains the head alone first"),
     "strategy.decay": fraction(open_low=True),
     "strategy.many_per_class": Rule(int, 1),
     "strategy.similar": Rule(float, -1, 1),
@@ -156,8 +157,8 @@ def check_config(cfg: DictConfig) -> None:
         node = cfg.get(section)
         if isinstance(node, DictConfig) and "_target_" in node:
             check_arguments(section, node)
-    check_run_length(cfg)
     check_epoch_count(cfg)
+    check_run_length(cfg)
     check_optimizer(cfg)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from omegaconf import OmegaConf
 
 from transferlab.distributed import ranks
 
 
 def path_safe(name: object) -> str:
-    """Overrides as one directory name: a path value must not nest it, and names stay short."""
-    return str(name).replace("/", "_")[:120]
+    """Overrides as one directory name: a path value must not nest it, a command line must take it back
+    unquoted (`resume=DIR`: Hydra refuses "=", ",", brackets and quotes there), and names stay short."""
+    return re.sub(r"[^\w.+\-]", "_", str(name))[:120]
 
 
 def register() -> None:

@@ -64,14 +64,17 @@ class FastaiFineTune(FreezePolicy):
 
     def __init__(
         self,
-        epochs: int = 1,
+        epochs: int | None = None,
         freeze_epochs: int = 1,
         lr_mult: float = 100.0,
         pct_start: float = 0.3,
         div: float = 5.0,
         div_final: float = 1e5,
-        train_bn: bool = True,
+        train_bn: bool = False,
     ) -> None:
+        """`epochs` None and `train_bn` false: what a run saved before these options trained (the unfrozen phase
+        spans the rest of trainer.max_epochs, BatchNorm held while frozen), so that it resumes as it began;
+        conf/strategy/fastai_fine_tune.yaml sets both for new runs."""
         super().__init__()
         if freeze_epochs < 1:
             raise TransferlabError(f"strategy.freeze_epochs={freeze_epochs}: fine_tune trains the head alone first")
@@ -85,7 +88,7 @@ class FastaiFineTune(FreezePolicy):
 
     def epoch_plan(self) -> str:
         """How the run's epochs divide, for its first line."""
-        return f"fastai's fine_tune({self.epochs}): {self.freeze_epochs} frozen + {self.epochs}"
+        return f"fastai's fine_tune({self.epochs}): {self.freeze_epochs} frozen + {self.epochs}" if self.epochs else ""
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)
@@ -134,7 +137,8 @@ class FastaiFineTune(FreezePolicy):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         """Every group's learning rate (and Adam's β1) at this step of its phase's one-cycle schedule."""
         frozen = trainer.current_epoch < self.freeze_epochs
-        first, epochs = (0, self.freeze_epochs) if frozen else (self.freeze_epochs, self.epochs)
+        unfrozen = self.epochs if self.epochs is not None else trainer.max_epochs - self.freeze_epochs
+        first, epochs = (0, self.freeze_epochs) if frozen else (self.freeze_epochs, unfrozen)
         steps = max(epochs * trainer.num_training_batches, 1)
         progress = min(((trainer.current_epoch - first) * trainer.num_training_batches + batch_idx) / steps, 1.0)
         # fastai's fit_one_cycle defaults for the frozen phase (pct_start 0.99, div 25); fine_tune's after it.
