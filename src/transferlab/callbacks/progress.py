@@ -77,7 +77,7 @@ class EpochLine(L.Callback):
             if first == 1 and not inside:
                 span = f"training {last} epoch{'s' * (last != 1)}"
                 # How a strategy that counts epochs its own way splits them ("fastai's fine_tune(4): 1 frozen + 4").
-                plans = [c.epoch_plan() for c in trainer.callbacks if hasattr(c, "epoch_plan") and c.epoch_plan()]
+                plans = [plan for c in trainer.callbacks if (plan := getattr(c, "epoch_plan", lambda: "")())]
                 span += f" ({plans[0]})" if plans else ""
             else:
                 span = f"resuming at epoch {first} of {last}" + (f", after its batch {inside}" if inside else "")

@@ -50,8 +50,8 @@ class HeadBatchNorm(nn.BatchNorm1d):
 def make_head(num_features: int, num_classes: int, dropout: float, hidden: int | None = None) -> nn.Sequential:
     """The new classifier on the backbone's pooled features: Dropout → Linear; with `hidden`, fastai's
     `create_head` (BatchNorm → Dropout(p/2) → Linear → ReLU → BatchNorm → Dropout(p) → Linear, no biases
-    before a BatchNorm, Kaiming-normal weights as fastai's `apply_init`). One difference: fastai pools
-    average and max side by side (2 × num_features); the backbone contract gives the average alone."""
+    before a BatchNorm, Kaiming-normal weights as fastai's `apply_init`). fastai's concat pooling, which
+    comes before it, is the backbone's (head.pool=avgmax, models/pooling.py)."""
     if hidden is None:
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
     head = nn.Sequential(
