@@ -3,6 +3,8 @@
     pip install fastai                                       # fastai's anchor (not a transferlab dependency)
     python benchmarks/anchors.py --epochs 3                  # fastai's fine_tune(3) beside recipe=fastai_fine_tune strategy.epochs=3
     python benchmarks/anchors.py --anchor pytorch_tutorial   # the PyTorch tutorial's loop beside recipe=pytorch_tutorial
+    pip install keras                                        # the Keras guide's anchor (Keras 3, run on its torch backend)
+    python benchmarks/anchors.py --anchor keras_guide        # the Keras guide's two fits beside recipe=keras_guide
     python benchmarks/anchors.py --folder /path/to/photos --image-size 224
 
 The images: the offline photos set (`data=photos`, seed 42) written out as image folders, or your own
@@ -23,6 +25,16 @@ The PyTorch tutorial (`--anchor pytorch_tutorial`): its `train_model` loop writt
 has it (SGD lr 1e-3 momentum 0.9, StepLR 7 / 0.1, batch 4, RandomResizedCrop + flip, a new Linear on the
 network, the epoch of best val accuracy kept), with the photos' train/, val/ and test/ splits as folders.
 The tutorial selects and reports on val/; both sides here select on val/ and are scored on test/.
+
+The Keras guide (`--anchor keras_guide`, keras.io/guides/transfer_learning): Keras 3 itself, on its torch
+backend so that the same weights serve: the base model (the timm network, its global average pool
+included) in a TorchModuleWrapper called with training=False, so its BatchNorm stays in inference mode;
+RandomFlip("horizontal") and RandomRotation(0.1) then Rescaling(1/127.5, offset=-1) (EfficientNet-Lite's
+normalisation is Xception's, mean and std 0.5) in front, Dropout(0.2) and Dense behind; compile and fit with
+Adam (1e-3) for 2 epochs on the frozen base, then base_model.trainable = True, compile with Adam(1e-5) and
+fit 1 epoch more; the last weights kept. The guide's cats vs dogs has two classes and a Dense(1) with binary
+cross-entropy; here Dense(classes) with sparse categorical cross-entropy, its form for more. Batches of 64,
+shuffled each epoch (tfds gives the guide's records in mixed order). Layout and scoring as fastai's.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ MODEL = "efficientnet_lite0"
 LAYOUTS = {
     "fastai": {"train": "train", "val": "test"},
     "pytorch_tutorial": {"train": "train", "val": "val", "test": "test"},
+    "keras_guide": {"train": "train", "val": "test"},
 }
 
 
@@ -217,6 +230,89 @@ def pytorch_tutorial(folder: Path, epochs: int, image_size: int, seed: int) -> d
     return {"epochs": history, "acc": round(test_acc, 4), "s": round(time.perf_counter() - started, 1)}
 
 
+def keras_guide(
+    folder: Path, image_size: int, batch_size: int, seed: int, unfrozen_bn: str = "train", dense_init: str = "glorot"
+) -> dict:
+    """The guide's model, compile and two fits, in Keras 3 on its torch backend, scored on val/.
+
+    unfrozen_bn: "train" is what Keras 3 does once the base is unfrozen, "inference" what the guide says.
+    dense_init: "glorot" is Dense's default, "torch" nn.Linear's (uniform ±1/sqrt(fan_in)); for ablations."""
+    import os
+
+    os.environ["KERAS_BACKEND"] = "torch"  # read when keras is first imported
+    import keras
+    import timm
+    from torchvision import datasets
+
+    if keras.backend.backend() != "torch":
+        raise SystemExit(f"keras_guide: Keras was imported with the {keras.backend.backend()} backend")
+    backbone = create_backbone(MODEL, pretrained=True)
+    keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
+
+    def pixels(image: Image.Image) -> torch.Tensor:  # the guide's Resizing(size, size): 0-255, channels last
+        resized = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+        return torch.tensor(np.asarray(resized), dtype=torch.float32)
+
+    train_set, val_set = (datasets.ImageFolder(folder / split, pixels) for split in ("train", "val"))
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size)
+
+    # Its global average pool ends it; no dropout of timm's own (the guide's Dropout(0.2) follows).
+    network = timm.create_model("tf_efficientnet_lite0", num_classes=0, drop_rate=0.0)
+    network.load_state_dict(backbone.features.state_dict())  # the same ImageNet weights
+
+    class ChannelsFirst(torch.nn.Module):  # Keras' images are channels last, timm's channels first
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.module(x.permute(0, 3, 1, 2))
+
+    class KerasBase(keras.layers.TorchModuleWrapper):
+        """Keras' own BatchNormalization rule: batch statistics only when training and trainable.
+
+        Keras 3's functional model passes fit's training=True to every layer, over the guide's
+        training=False (keras-team/keras#20285), so Xception's BatchNormalization runs in inference
+        mode while frozen and in training mode once unfrozen. A bare TorchModuleWrapper would train
+        its BatchNorm in both phases."""
+
+        def call(self, *args, training=None, **kwargs):
+            batch_statistics = bool(training) and self.trainable and unfrozen_bn == "train"
+            return super().call(*args, training=batch_statistics, **kwargs)
+
+    base_model = KerasBase(ChannelsFirst(network), output_shape=(None, network.num_features))
+    base_model.trainable = False
+    inputs = keras.Input(shape=(image_size, image_size, 3))
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.RandomRotation(0.1)(x)
+    x = keras.layers.Rescaling(scale=1 / 127.5, offset=-1)(x)
+    x = base_model(x, training=False)  # BatchNorm in inference mode, frozen or not
+    x = keras.layers.Dropout(0.2)(x)
+    torch_like = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")  # bound 1/sqrt(fan_in)
+    init = {"kernel_initializer": torch_like, "bias_initializer": torch_like} if dense_init == "torch" else {}
+    outputs = keras.layers.Dense(len(train_set.classes), **init)(x)
+    model = keras.Model(inputs, outputs)
+
+    def fit(lr: float, epochs: int) -> list[dict]:
+        model.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
+        )
+        history = model.fit(train_loader, epochs=epochs, verbose=0).history
+        return [{"train_loss": round(loss, 4), "train_acc": round(acc, 4)} for loss, acc in zip(history["loss"], history["acc"])]
+
+    frozen = [v.numpy().copy() for v in base_model.weights[:3]]
+    history = fit(1e-3, 2)  # the head alone
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(frozen, base_model.weights[:3])), "the base trained while frozen"
+    base_model.trainable = True
+    history += fit(1e-5, 1)  # everything, at a hundredth of the rate
+    _, acc = model.evaluate(val_loader, verbose=0)
+    return {"epochs": history, "acc": round(float(acc), 4), "s": round(time.perf_counter() - started, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--anchor", choices=sorted(LAYOUTS), default="fastai")
@@ -226,6 +322,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="fastai's (the tutorial's is 4)")
     parser.add_argument("--seeds", type=int, default=3, help="runs of each side, seeds 42, 43, ...")
     parser.add_argument("--ours", nargs="*", default=[], help="extra overrides for transferlab's side")
+    parser.add_argument(
+        "--keras-unfrozen-bn",
+        choices=["train", "inference"],
+        default="train",
+        help="keras_guide: BatchNorm once unfrozen, as Keras 3 runs it (train) or as the guide says (inference)",
+    )
+    parser.add_argument("--keras-dense-init", choices=["glorot", "torch"], default="glorot", help="keras_guide: Dense's")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results: dict[str, list[dict]] = {args.anchor: [], "transferlab": []}
@@ -236,6 +339,9 @@ def main() -> None:
             epochs = args.epochs or 3
             recipe = ["recipe=fastai_fine_tune", f"strategy.epochs={epochs}", "data.val_fraction=0"]
             recipe += ["data.crop_pct=1.0", f"data.batch_size={args.batch_size}"]
+        elif args.anchor == "keras_guide":
+            epochs = 3  # the guide's: 2 on the frozen base, 1 fine-tuning
+            recipe = ["recipe=keras_guide", "data.val_fraction=0", "data.crop_pct=1.0", f"data.batch_size={args.batch_size}"]
         else:
             epochs = args.epochs or 25
             recipe = ["recipe=pytorch_tutorial", f"trainer.max_epochs={epochs}"]
@@ -243,6 +349,10 @@ def main() -> None:
         for seed in range(42, 42 + args.seeds):
             if args.anchor == "fastai":
                 reference = fastai(folder, epochs, args.image_size, args.batch_size, seed)
+            elif args.anchor == "keras_guide":
+                reference = keras_guide(
+                    folder, args.image_size, args.batch_size, seed, args.keras_unfrozen_bn, args.keras_dense_init
+                )
             else:
                 reference = pytorch_tutorial(folder, epochs, args.image_size, seed)
             results[args.anchor].append(reference)

@@ -16,7 +16,14 @@ from PIL import Image
 
 from transferlab.caches import decoded
 from transferlab.data import ImageFolderDataModule
-from transferlab.data.transforms import Augment, CropFlipRotate, affine_grid, sample_augmentation
+from transferlab.data.transforms import (
+    Augment,
+    CropFlipRotate,
+    DecodedTransform,
+    affine_grid,
+    build_transforms,
+    sample_augmentation,
+)
 from transferlab.errors import TransferlabError
 from transferlab.models.data_config import DataConfig
 from transferlab.run.pipeline import train
@@ -89,6 +96,40 @@ def test_one_affine_warp_equals_crop_resize_flip_rotate(flip, angle):
     assert (ours - torchvision_ops(angle)).abs().mean() < 1.5  # two resamplings vs one
     if angle:
         assert (ours - torchvision_ops(-angle)).abs().mean() > 10
+
+
+@pytest.mark.parametrize("angle", [12.0, -36.0])
+def test_a_reflected_rotation_mirrors_the_crop_into_the_corners_as_padding_then_rotating_does(angle):
+    """rotation_fill=reflect (Keras' RandomRotation default) in the fused warp, against torchvision
+    padding the crop symmetrically, rotating and cropping the centre back (what build_transforms
+    does), and against black corners, to show the comparison can fail."""
+    rows, cols = torch.meshgrid(torch.arange(120.0), torch.arange(170.0), indexing="ij")
+    source = torch.stack([rows * 2, cols * 1.5, 128 + 60 * torch.sin(rows / 9 + cols / 13)]).round().to(torch.uint8)
+    params = CropFlipRotate(top=15, left=30, height=96, width=110, flip=True, angle=angle)
+    grid = affine_grid(params, 120, 170, 80, reflect=True)
+    ours = F.grid_sample(source[None].float(), grid, padding_mode="reflection", align_corners=False)[0]
+    image = TF.horizontal_flip(TF.resized_crop(source, 15, 30, 96, 110, [80, 80], antialias=False))
+    padded = TF.pad(image, [20], padding_mode="symmetric")
+    rotated = TF.rotate(padded, angle, interpolation=TF.InterpolationMode.BILINEAR)
+    reference = TF.center_crop(rotated, [80, 80]).float()
+    assert (ours - reference).abs().mean() < 1.5  # two resamplings vs one
+    black = TF.rotate(image, angle, interpolation=TF.InterpolationMode.BILINEAR).float()
+    assert (ours - black).abs().mean() > 5
+
+
+def test_both_augmentation_paths_fill_rotated_corners_as_configured():
+    """A white image rotated by up to 40°: black corners by default, none with rotation_fill=reflect,
+    through torchvision's transforms and through the fused warp on decoded images."""
+    config = DataConfig(input_size=64, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear", crop_pct=1.0)
+    white = np.full((64, 64, 3), 255, np.uint8)
+    for fill, darkest in (("black", -1.0), ("reflect", 1.0)):
+        augment = Augment(scale_min=1.0, hflip=0.0, rotation=40, rotation_fill=fill)
+        torch.manual_seed(0)
+        from_files = torch.stack([build_transforms(config, True, augment)(Image.fromarray(white)) for _ in range(6)])
+        decoded = DecodedTransform(config, True, augment)
+        from_cache = torch.stack([decoded(white, random.Random(seed)) for seed in range(6)])
+        assert from_files.min().item() == pytest.approx(darkest, abs=1e-4), fill
+        assert from_cache.min().item() == pytest.approx(darkest, abs=1e-4), fill
 
 
 def test_augmentation_draws_cover_the_configured_ranges():

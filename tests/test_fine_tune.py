@@ -167,6 +167,26 @@ def test_the_recipes_head_is_fastais_create_head(tmp_path):
     assert [type(layer).__name__ for layer in plain] == ["Dropout", "Linear"]
 
 
+def test_the_keras_guides_head_starts_as_a_keras_dense_and_its_rotations_mirror_the_corners(tmp_path):
+    from transferlab.classifier.module import make_head
+
+    torch.manual_seed(0)
+    dense = make_head(1280, 10, dropout=0.2, init="glorot")[1]
+    bound = math.sqrt(6 / (1280 + 10))  # Glorot uniform: U(-b, b), std b / sqrt(3)
+    assert dense.weight.abs().max().item() <= bound and dense.weight.abs().max().item() > 0.99 * bound
+    assert dense.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    assert torch.count_nonzero(dense.bias) == 0
+    torch.manual_seed(0)
+    linear = make_head(1280, 10, dropout=0.2)[1]  # nn.Linear's own: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert linear.weight.abs().max().item() <= 1 / math.sqrt(1280) < 0.5 * bound
+    assert torch.count_nonzero(linear.bias) == 10
+    recipe = compose_config(["recipe=keras_guide"], tmp_path)
+    assert (recipe.head.init, recipe.data.augment.rotation_fill, recipe.data.augment.rotation) == ("glorot", "reflect", 36)
+    assert compose_config([], tmp_path).head.init == "torch"
+    with pytest.raises(TransferlabError, match="data.augment.rotation_fill"):
+        build.experiment(compose_config(["data.augment.rotation_fill=mirror"], tmp_path))
+
+
 def test_a_scheduler_beside_its_own_schedule_is_one_clear_error(tmp_path):
     cfg = compose_config(["strategy=fastai_fine_tune", "scheduler=cosine"], tmp_path)
     with pytest.raises(TransferlabError, match="strategy=fastai_fine_tune sets the learning rate at every step"):

@@ -115,6 +115,13 @@ class CachedFeatures:
         return self.splits.get(split)
 
 
+def augment_key(augment) -> dict:
+    key = dict(vars(augment))
+    if key.get("rotation_fill") == "black":
+        del key["rotation_fill"]
+    return key
+
+
 def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
     """Everything the features depend on: the backbone (name, weights and where it runs: CPU and GPU
     kernels round differently), the preprocessing, the augmentation and whether it runs on decoded
@@ -129,7 +136,8 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
         "backbone": module.backbone.name,
         "device": torch.device(module.device).type,
         "data_config": datamodule.data_config.to_dict(),
-        "augment": vars(datamodule.augment) if augment else None,
+        # rotation_fill keyed only when it is not the default, so that earlier caches stay valid.
+        "augment": augment_key(datamodule.augment) if augment else None,
         "decoded": bool(datamodule.decode_cache),
         "views": views,
         "seed": datamodule.seed,

@@ -47,13 +47,28 @@ class HeadBatchNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
-def make_head(num_features: int, num_classes: int, dropout: float, hidden: int | None = None) -> nn.Sequential:
+def make_head(
+    num_features: int, num_classes: int, dropout: float, hidden: int | None = None, init: str = "torch"
+) -> nn.Sequential:
     """The new classifier on the backbone's pooled features: Dropout → Linear; with `hidden`, fastai's
     `create_head` (BatchNorm → Dropout(p/2) → Linear → ReLU → BatchNorm → Dropout(p) → Linear, no biases
     before a BatchNorm, Kaiming-normal weights as fastai's `apply_init`). fastai's concat pooling, which
-    comes before it, is the backbone's (head.pool=avgmax, models/pooling.py)."""
+    comes before it, is the backbone's (head.pool=avgmax, models/pooling.py). `init="glorot"`: every
+    Linear as a Keras Dense starts, Glorot-uniform weights and zero biases."""
     if hidden is None:
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+        head = nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+    else:
+        head = fastai_head(num_features, num_classes, dropout, hidden)
+    if init == "glorot":
+        for layer in head:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+    return head
+
+
+def fastai_head(num_features: int, num_classes: int, dropout: float, hidden: int) -> nn.Sequential:
     head = nn.Sequential(
         HeadBatchNorm(num_features),
         nn.Dropout(dropout / 2),
@@ -85,6 +100,7 @@ class ImageClassifier(L.LightningModule):
         data_config: dict | None = None,
         dropout: float = 0.2,
         head_hidden: int | None = None,
+        head_init: str = "torch",
         channels_last: bool = True,
         backbone: Backbone | None = None,
         param_groups: Callable[[nn.Module, float], list[dict[str, Any]]] | None = None,
@@ -94,12 +110,13 @@ class ImageClassifier(L.LightningModule):
         `_partial_` configs. `backbone` is the already built backbone when training starts;
         without it (``load_from_checkpoint``) the architecture is rebuilt with no download.
         `class_weights`: the loss's weight of each class (loss.class_weight=balanced), None: equal.
-        `head_hidden`: None for Dropout → Linear, a width for fastai's two-layer head (`make_head`)."""
+        `head_hidden`: None for Dropout → Linear, a width for fastai's two-layer head (`make_head`);
+        `head_init`: "torch" (nn.Linear's own, or fastai's for its head) or "glorot" (Keras' Dense)."""
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "param_groups"], logger=False)
         self.make_param_groups = param_groups or block_param_groups
         self.backbone = backbone if backbone is not None else create_backbone(**architecture_only(model))
-        self.head = make_head(self.backbone.num_features, num_classes, dropout, head_hidden)
+        self.head = make_head(self.backbone.num_features, num_classes, dropout, head_hidden, head_init)
         # Inception v3's auxiliary classifier, when the model spec asks for one (aux_weight > 0).
         self.aux_head = nn.Linear(self.backbone.aux_features, num_classes) if self.backbone.aux_features else None
         if channels_last:

@@ -23,6 +23,9 @@ class Augment:
     scale_min: float = 0.7
     hflip: float = 0.5
     rotation: float = 10.0
+    # The corners a rotation uncovers: "black" (torchvision's RandomRotation) or "reflect" (the image
+    # mirrored at its edges, Keras' RandomRotation default).
+    rotation_fill: str = "black"
 
 
 def build_transforms(config: DataConfig, train: bool, augment: Augment | None = None) -> v2.Compose:
@@ -35,7 +38,14 @@ def build_transforms(config: DataConfig, train: bool, augment: Augment | None = 
         if augment.hflip > 0:
             geometry.append(v2.RandomHorizontalFlip(augment.hflip))
         if augment.rotation > 0:
-            geometry.append(v2.RandomRotation(augment.rotation, interpolation=v2.InterpolationMode.BILINEAR))
+            rotate = v2.RandomRotation(augment.rotation, interpolation=v2.InterpolationMode.BILINEAR)
+            if augment.rotation_fill == "reflect":
+                # Mirror the image outward (symmetric: the edge pixel repeats, as Keras' "reflect"), by as much
+                # as any rotation of a square uncovers ((√2 - 1) / 2 of its side), rotate, take the centre back.
+                margin = math.ceil(size * (math.sqrt(2) - 1) / 2) + 1
+                geometry += [v2.Pad(margin, padding_mode="symmetric"), rotate, v2.CenterCrop(size)]
+            else:
+                geometry.append(rotate)
     else:
         # Evaluation: resize so that the centre crop keeps `crop_pct` of the short side (timm convention).
         geometry = [
@@ -108,9 +118,10 @@ def pixel_centres(size: int) -> torch.Tensor:
     return (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
 
 
-def affine_grid(params: CropFlipRotate, height: int, width: int, size: int) -> torch.Tensor:
+def affine_grid(params: CropFlipRotate, height: int, width: int, size: int, reflect: bool = False) -> torch.Tensor:
     """(1, size, size, 2) source coordinates in [-1, 1] (grid_sample's convention, align_corners=False)
-    for every output pixel of crop → resize to size×size → flip → rotate about the centre."""
+    for every output pixel of crop → resize to size×size → flip → rotate about the centre. The corners
+    the rotation uncovers are black, or with `reflect` the crop mirrored at its edges."""
     # Output pixel centres in [-1, 1]; undo the rotation (counter-clockwise by `angle`, as torchvision's)...
     centres = pixel_centres(size)
     x, y = centres.view(1, size), centres.view(size, 1)
@@ -123,7 +134,13 @@ def affine_grid(params: CropFlipRotate, height: int, width: int, size: int) -> t
     grid = torch.empty(1, size, size, 2)
     grid[0, ..., 0] = (flip * scale_x * cos) * x + ((-flip * scale_x * sin) * y + shift_x)
     grid[0, ..., 1] = (scale_y * sin) * x + ((scale_y * cos) * y + shift_y)
-    if params.angle:
+    if params.angle and reflect:
+        # Fold each coordinate back into the crop box, mirrored at its edges: in the box's own [-1, 1],
+        # t → 1 - |((t + 1) mod 4) - 2| (identity inside, a reflection about ±1 outside).
+        for axis, scale, shift in ((0, scale_x, shift_x), (1, scale_y, shift_y)):
+            inside = (grid[0, ..., axis] - shift) / scale
+            grid[0, ..., axis] = (1 - ((inside + 1).remainder(4) - 2).abs()) * scale + shift
+    elif params.angle:
         # torchvision rotates the cropped image: corners come from outside the crop and are black.
         crop_x = (grid[0, ..., 0] - shift_x).abs_() > scale_x
         crop_y = (grid[0, ..., 1] - shift_y).abs_() > scale_y
@@ -150,8 +167,13 @@ class DecodedTransform:
         else:
             height, width = image.shape[1:]
             params = sample_augmentation(height, width, self.augment, rng or random.Random())
-            grid = affine_grid(params, height, width, self.size)
-            image = F.grid_sample(image.unsqueeze(0).float(), grid, mode=self.mode, align_corners=False)[0]
+            reflect = self.augment.rotation_fill == "reflect"
+            grid = affine_grid(params, height, width, self.size, reflect)
+            # Reflected corners sample up to the image's own edge: pad the last half pixel with it, not zeros.
+            padding = "reflection" if reflect else "zeros"
+            image = F.grid_sample(
+                image.unsqueeze(0).float(), grid, mode=self.mode, padding_mode=padding, align_corners=False
+            )[0]
             if self.mode == "bicubic":
                 image.clamp_(0, 255)  # bicubic overshoots
         return torch.addcmul(self.shift, image, self.scale)

@@ -162,6 +162,7 @@ def classifier(
         data_config=data_config,
         dropout=cfg.head.dropout,
         head_hidden=cfg.head.get("hidden"),
+        head_init=cfg.head.get("init", "torch"),
         channels_last=cfg.channels_last,
         backbone=built_backbone,
         param_groups=freeze_policy.param_groups if freeze_policy is not None else None,
