@@ -302,11 +302,15 @@ def keras_guide(
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
         )
         history = model.fit(train_loader, epochs=epochs, verbose=0).history
-        return [{"train_loss": round(loss, 4), "train_acc": round(acc, 4)} for loss, acc in zip(history["loss"], history["acc"])]
+        return [
+            {"train_loss": round(loss, 4), "train_acc": round(acc, 4)}
+            for loss, acc in zip(history["loss"], history["acc"])
+        ]
 
     frozen = [v.numpy().copy() for v in base_model.weights[:3]]
     history = fit(1e-3, 2)  # the head alone
-    assert all(np.array_equal(a, v.numpy()) for a, v in zip(frozen, base_model.weights[:3])), "the base trained while frozen"
+    if not all(np.array_equal(a, v.numpy()) for a, v in zip(frozen, base_model.weights[:3])):
+        raise SystemExit("keras_guide: the base trained while frozen")
     base_model.trainable = True
     history += fit(1e-5, 1)  # everything, at a hundredth of the rate
     _, acc = model.evaluate(val_loader, verbose=0)
@@ -328,7 +332,9 @@ def main() -> None:
         default="train",
         help="keras_guide: BatchNorm once unfrozen, as Keras 3 runs it (train) or as the guide says (inference)",
     )
-    parser.add_argument("--keras-dense-init", choices=["glorot", "torch"], default="glorot", help="keras_guide: Dense's")
+    parser.add_argument(
+        "--keras-dense-init", choices=["glorot", "torch"], default="glorot", help="keras_guide: Dense's"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results: dict[str, list[dict]] = {args.anchor: [], "transferlab": []}
@@ -341,7 +347,12 @@ def main() -> None:
             recipe += ["data.crop_pct=1.0", f"data.batch_size={args.batch_size}"]
         elif args.anchor == "keras_guide":
             epochs = 3  # the guide's: 2 on the frozen base, 1 fine-tuning
-            recipe = ["recipe=keras_guide", "data.val_fraction=0", "data.crop_pct=1.0", f"data.batch_size={args.batch_size}"]
+            recipe = [
+                "recipe=keras_guide",
+                "data.val_fraction=0",
+                "data.crop_pct=1.0",
+                f"data.batch_size={args.batch_size}",
+            ]
         else:
             epochs = args.epochs or 25
             recipe = ["recipe=pytorch_tutorial", f"trainer.max_epochs={epochs}"]

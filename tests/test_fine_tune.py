@@ -181,7 +181,11 @@ def test_the_keras_guides_head_starts_as_a_keras_dense_and_its_rotations_mirror_
     assert linear.weight.abs().max().item() <= 1 / math.sqrt(1280) < 0.5 * bound
     assert torch.count_nonzero(linear.bias) == 10
     recipe = compose_config(["recipe=keras_guide"], tmp_path)
-    assert (recipe.head.init, recipe.data.augment.rotation_fill, recipe.data.augment.rotation) == ("glorot", "reflect", 36)
+    assert (recipe.head.init, recipe.data.augment.rotation_fill, recipe.data.augment.rotation) == (
+        "glorot",
+        "reflect",
+        36,
+    )
     assert compose_config([], tmp_path).head.init == "torch"
     with pytest.raises(TransferlabError, match="data.augment.rotation_fill"):
         build.experiment(compose_config(["data.augment.rotation_fill=mirror"], tmp_path))
