@@ -135,6 +135,39 @@ def test_the_frozen_epoch_trains_the_bodys_batchnorm_alone_as_fastais_train_bn(t
         assert changed == set() and not any(seen.modes), "held in inference mode, as every other policy"
 
 
+def test_norm_weights_and_biases_get_no_weight_decay_as_fastais_wd_bn_bias(colour_folder, tmp_path):
+    cfg = fine_tune_config(colour_folder, tmp_path, "head.hidden=16", "optimizer=adamw")
+    run = build.experiment(cfg)
+    run.policy.freeze_before_training(run.module)
+    head = run.module.head
+    norms = {id(p) for layer in head if isinstance(layer, torch.nn.BatchNorm1d) for p in layer.parameters()}
+    decayed, spared, *blocks = run.policy.param_groups(run.module, 1e-3)
+    assert {id(p) for p in decayed["params"]} == {
+        id(layer.weight) for layer in head if isinstance(layer, torch.nn.Linear)
+    }
+    assert {id(p) for p in spared["params"]} == norms and spared["weight_decay"] == 0.0 and spared["lr"] == 1e-3
+    assert blocks and all(group["weight_decay"] == 0.0 for group in blocks)  # the body's BatchNorm (train_bn)
+    # A run saved before the option (its class default) decays every head parameter, as it did.
+    run.policy.wd_bn_bias = True
+    assert len(run.policy.param_groups(run.module, 1e-3)[0]["params"]) == len(list(head.parameters()))
+
+
+def test_train_bn_trains_layernorm_too_as_fastais_norm_types(tmp_path):
+    from transferlab.models import create_backbone
+    from transferlab.strategies.fastai import FastaiFineTune
+
+    class Module(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = create_backbone("timm/convnext_atto", pretrained=False)
+
+    module = Module()
+    FastaiFineTune(epochs=1, train_bn=True).freeze_before_training(module)
+    trainable = {n.rsplit(".", 1)[0] for n, p in module.backbone.named_parameters() if p.requires_grad}
+    norms = {n for n, m in module.backbone.named_modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert norms and trainable == norms  # every LayerNorm, nothing else (convolutions and MLPs stay frozen)
+
+
 def test_epochs_count_as_fastais_fine_tune(tmp_path):
     cfg = compose_config(["recipe=fastai_fine_tune", "strategy.epochs=3"], tmp_path)
     assert cfg.trainer.max_epochs == 4, "fine_tune(3): 1 frozen epoch + 3"

@@ -14,9 +14,11 @@ resumed run continues it exactly; no `scheduler=` is used (the recipe sets sched
 Our own rather than torch's OneCycleLR: that runs one cycle over a fixed set of groups, while
 fine_tune runs two, the second over the groups that join at the unfreezing.
 
-While frozen, the body's BatchNorm trains as fastai's does (`train_bn`, its default): its weights at a
-tenth of the head's rate (fastai's `slice(base_lr)` gives the body's groups base_lr / 10) without
-weight decay (fastai's `wd_bn_bias=False`), its statistics following the new images. train_bn=false
+While frozen, the body's norm layers train as fastai's do (`train_bn`, its default; BatchNorm, and
+LayerNorm and InstanceNorm as fastai's norm_types): their weights at a tenth of the head's rate (fastai's
+`slice(base_lr)` gives the body's groups base_lr / 10) without weight decay, BatchNorm's statistics
+following the new images. As fastai's `wd_bn_bias=False`, the head's norm weights and biases get no
+weight decay either (the body's biases, which join at the unfreezing, still do). train_bn=false
 holds it in inference mode, as every other transferlab policy does (in fastai, on the photos set, it
 changed nothing in the frozen epoch; what lets that epoch learn is fastai's head with its concat
 pooling, recipe=fastai_fine_tune's head.pool=avgmax: docs/recipes.md).
@@ -50,8 +52,21 @@ def one_cycle(progress: float, pct_start: float, div: float, div_final: float) -
     return cosine(1.0, 1 / div_final, fraction), cosine(0.85, 0.95, fraction)
 
 
-def batch_norms(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+# fastai's norm_types: the layers whose weights train_bn trains and wd_bn_bias=False spares.
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
+
+
+def norm_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, NORM_TYPES)]
+
+
+def norm_and_bias_params(module: nn.Module) -> list[nn.Parameter]:
+    """fastai's `norm_bias_params(with_bias=True)`: every normalisation layer's weights, and every bias."""
+    params = []
+    for layer in module.modules():
+        own = list(layer.parameters(recurse=False))
+        params += own if isinstance(layer, NORM_TYPES) else [p for p in own if p is getattr(layer, "bias", None)]
+    return params
 
 
 class FastaiFineTune(FreezePolicy):
@@ -71,15 +86,17 @@ class FastaiFineTune(FreezePolicy):
         div: float = 5.0,
         div_final: float = 1e5,
         train_bn: bool = False,
+        wd_bn_bias: bool = True,
     ) -> None:
-        """`epochs` None and `train_bn` false: what a run saved before these options trained (the unfrozen phase
-        spans the rest of trainer.max_epochs, BatchNorm held while frozen), so that it resumes as it began;
-        conf/strategy/fastai_fine_tune.yaml sets both for new runs."""
+        """`epochs` None, `train_bn` false and `wd_bn_bias` true: what a run saved before these options trained
+        (the unfrozen phase spans the rest of trainer.max_epochs, BatchNorm held while frozen, weight decay on
+        every head parameter), so that it resumes as it began; conf/strategy/fastai_fine_tune.yaml sets all
+        three as fastai's for new runs."""
         super().__init__()
         if freeze_epochs < 1:
             raise TransferlabError(f"strategy.freeze_epochs={freeze_epochs}: fine_tune trains the head alone first")
         self.epochs, self.freeze_epochs, self.lr_mult, self.pct_start = epochs, freeze_epochs, lr_mult, pct_start
-        self.div, self.div_final, self.train_bn = div, div_final, train_bn
+        self.div, self.div_final, self.train_bn, self.wd_bn_bias = div, div_final, train_bn, wd_bn_bias
 
     @property
     def frozen_backbone_epochs(self) -> int:
@@ -93,15 +110,22 @@ class FastaiFineTune(FreezePolicy):
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)
         if self.train_bn:
-            set_trainable(batch_norms(pl_module.backbone), True)
-        # Train mode throughout with train_bn (as fastai's model): only BatchNorm learns in the frozen body.
+            set_trainable(norm_layers(pl_module.backbone), True)
+        # Train mode throughout with train_bn (as fastai's model): only its norm layers learn in the frozen body.
         self.inference_mode = [] if self.train_bn else ["backbone"]
 
     def param_groups(self, module: nn.Module, base_lr: float) -> list[dict]:
-        """The head at base_lr; with train_bn each block's BatchNorm at base_lr / 10, without weight decay.
-        `initial_lr` is a group's share of its phase's peak (read at every step); `block` says whose it is."""
+        """The head at base_lr (its norm weights and biases without weight decay unless wd_bn_bias); with
+        train_bn each block's norm layers at base_lr / 10, without weight decay. `initial_lr` is a group's
+        share of its phase's peak (read at every step); `block` says whose it is."""
         head, *_ = super().param_groups(module, base_lr)
         groups = [head]
+        if not self.wd_bn_bias:
+            spared = {id(p) for p in norm_and_bias_params(module)}
+            head["params"] = [p for p in head["params"] if id(p) not in spared]
+            no_decay = [p for p in super().param_groups(module, base_lr)[0]["params"] if id(p) in spared]
+            if no_decay:
+                groups.append({"params": no_decay, "lr": base_lr, "weight_decay": 0.0})
         for index, block in enumerate(module.backbone.blocks):
             params = [p for p in block.parameters() if p.requires_grad]
             if params:
