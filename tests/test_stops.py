@@ -97,6 +97,31 @@ def test_sigusr1_and_ctrl_c_save_too_exit_non_zero_and_resume_exactly(
     ]
 
 
+@pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_while_testing_says_so_exits_non_zero_and_resume_tests_the_trained_model(
+    name, status, stop_photos, never_stopped, tmp_path
+):
+    where = tmp_path / "stopped"
+    test_stop = [
+        *signal_at(0, 0, name),
+        "+callbacks.signal.stage=test",
+        f"+callbacks.signal.marker={tmp_path / 'sent'}",
+    ]
+    stopped = run(*SMALL, f"data.root={stop_photos}", *test_stop, f"hydra.run.dir={where}")
+    assert stopped.returncode == status, stopped.stderr[-2000:]
+    metrics = json.loads((where / "metrics.json").read_text())
+    cause = "SIGTERM" if name == "SIGTERM" else "Ctrl-C"
+    assert (metrics["status"], metrics["signal"], metrics["stage"]) == ("interrupted", cause, "test")
+    assert f"stopped while testing, after training had finished; test it with: python src/train.py resume={where}" in (
+        stopped.stdout + stopped.stderr
+    )
+    assert "Traceback" not in stopped.stderr
+    resumed = run(f"resume={where}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    tested, reference = (json.loads((r / "metrics.json").read_text()) for r in (where, never_stopped))
+    assert tested["status"] == "completed" and tested["test/acc"] == reference["test/acc"]
+
+
 def test_a_nan_loss_stops_the_run_in_its_first_epoch_and_says_diverged(colour_folder, tmp_path):
     cfg = compose_config([*TINY, f"data.root={colour_folder}", "optimizer.lr=1e30", "trainer.max_epochs=5"], tmp_path)
     with pytest.raises(

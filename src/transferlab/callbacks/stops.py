@@ -45,6 +45,7 @@ class Stopped:
     epoch: int
     step: int
     checkpoint: Path | None
+    stage: str = "fit"  # or "test": training had finished, the test did not
 
     @property
     def exit_status(self) -> int:
@@ -82,6 +83,8 @@ class StopSignals(Callback):
             if isinstance(exception, KeyboardInterrupt)
             else None
         )
+        if cause is not None and trainer.testing:
+            self.stopped = Stopped(cause, trainer.current_epoch, trainer.global_step, None, stage="test")
         if cause is None or not trainer.training:
             return
         saved: Path | None = self.path

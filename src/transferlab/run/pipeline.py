@@ -230,6 +230,22 @@ def stopped_early(
     return RunStopped(message, stopped.exit_status)
 
 
+def stopped_while_testing(cfg: DictConfig, job: Job, stops: StopSignals | None, digest: str = "") -> RunStopped | None:
+    """The RunStopped for a test that a signal ended after training had finished (metrics.json written), or None."""
+    stopped: Stopped | None = stops.stopped if stops is not None else None
+    if stopped is None or stopped.stage != "test":
+        return None
+    resume = f"python src/train.py resume={job.output_dir}"
+    message = f"{stopped.cause}: stopped while testing, after training had finished; test it with: {resume}"
+    if ranks.is_global_zero():
+        facts = run_facts(
+            cfg, job, "interrupted", error=message, signal=stopped.cause, stage="test", epoch=stopped.epoch,
+            resume=resume, config_digest=digest,
+        )  # fmt: skip
+        write_json(job.output_dir / "metrics.json", facts)
+    return RunStopped(message, stopped.exit_status)
+
+
 def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None, digest: str = "") -> dict:
     started = time.perf_counter()  # fit time includes auto's probe, compilation and the feature pass
     check_config(cfg)
@@ -285,7 +301,13 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None, d
     # Counted now: testing re-runs the policy's setup, which freezes as at the start of training.
     trainable, total = count_parameters(module)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+    try:
+        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+    except BaseException:
+        stopped = stopped_while_testing(cfg, job, stops, digest)
+        if stopped is None:
+            raise
+        raise stopped from None
 
     decision = OmegaConf.to_container(cfg.auto) if cfg.get("auto") else {}
     strategy = "auto" if decision else policy.name

@@ -122,8 +122,8 @@ class FastaiFineTune(FreezePolicy):
         groups = [head]
         if not self.wd_bn_bias:
             spared = {id(p) for p in norm_and_bias_params(module)}
+            no_decay = [p for p in head["params"] if id(p) in spared]
             head["params"] = [p for p in head["params"] if id(p) not in spared]
-            no_decay = [p for p in super().param_groups(module, base_lr)[0]["params"] if id(p) in spared]
             if no_decay:
                 groups.append({"params": no_decay, "lr": base_lr, "weight_decay": 0.0})
         for index, block in enumerate(module.backbone.blocks):
