@@ -122,6 +122,29 @@ def test_a_signal_while_testing_says_so_exits_non_zero_and_resume_tests_the_trai
     assert tested["status"] == "completed" and tested["test/acc"] == reference["test/acc"]
 
 
+def test_a_run_early_stopping_ended_is_tested_on_resume_without_training_on(stop_photos, tmp_path):
+    """Lightning restores EarlyStopping's counters but not its stop: without our EarlyStopping the resumed
+    run would train epoch 3 onwards and could pick another best.ckpt."""
+    where = tmp_path / "stopped"
+    # No val/acc improves by a whole point: stopped after epoch 2 of 6.
+    early = ["trainer.max_epochs=6", "callbacks.early_stopping.patience=1", "+callbacks.early_stopping.min_delta=1.0"]
+    test_stop = [
+        *signal_at(0, 0, "SIGTERM"),
+        "+callbacks.signal.stage=test",
+        f"+callbacks.signal.marker={tmp_path / 'sent'}",
+    ]
+    stopped = run(*SMALL_RUN, *early, f"data.root={stop_photos}", *test_stop, f"hydra.run.dir={where}")
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "early stopping after epoch 2" in stopped.stdout
+    last = (where / "checkpoints" / "last.ckpt").read_bytes()
+    resumed = run(f"resume={where}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "epoch 3/6" not in resumed.stdout, "trained on after early stopping"
+    assert (where / "checkpoints" / "last.ckpt").read_bytes() == last
+    metrics = json.loads((where / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+
+
 def test_a_nan_loss_stops_the_run_in_its_first_epoch_and_says_diverged(colour_folder, tmp_path):
     cfg = compose_config([*TINY, f"data.root={colour_folder}", "optimizer.lr=1e30", "trainer.max_epochs=5"], tmp_path)
     with pytest.raises(

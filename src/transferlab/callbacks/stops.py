@@ -12,6 +12,7 @@
   of the first epoch's and ln(classes) (the loss of a uniform guess: a run that diverges from its first
   step has no sane first epoch to compare with), stops the run (`Diverged`): metrics.json says
   `status: diverged`, where, and the last checkpoint whose weights are all finite.
+- `EarlyStopping`: Lightning's, kept stopped when a run that it stopped is resumed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,16 @@ class StopSignals(Callback):
         if self._previous is not None:
             signal.signal(signal.SIGUSR1, self._previous)
             self._previous = None
+
+
+class EarlyStopping(LightningEarlyStopping):
+    """Lightning's, and a run resumed after it stopped early stays stopped. Lightning restores the
+    callback's counters but not the loop's stop, so the resumed fit (a test a signal interrupted, or
+    a sweep continued) would train on from the next epoch and could choose another best.ckpt."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stopped_epoch > 0:
+            trainer.should_stop = True
 
 
 class Diverged(Exception):
