@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, SMALL_RUN
+from conftest import ROOT, SMALL_RUN, compose_config
 
 SWEEP = SMALL_RUN
 
@@ -155,3 +155,22 @@ def test_an_optuna_sweep_killed_mid_trial_continues_its_study_and_ends_as_an_uni
     results = [yaml.safe_load((d / "optimization_results.yaml").read_text()) for d in (killed_dir, whole_dir)]
     assert results[0]["best_params"] == results[1]["best_params"]
     assert results[0]["best_value"] == results[1]["best_value"]
+
+
+def test_options_added_at_a_default_that_trains_as_before_leave_the_config_digest_as_it_was(tmp_path):
+    """A sweep continued across an upgrade finds its finished jobs: the digest of today's default config
+    equals that of the same config as composed before head.init, data.augment.rotation_fill and
+    transferlab's EarlyStopping existed; setting a new option to another value changes it."""
+    from omegaconf import OmegaConf, open_dict
+
+    from transferlab.run.sweeps import config_digest
+
+    today = compose_config([], tmp_path)
+    before = OmegaConf.create(OmegaConf.to_container(today, resolve=False))
+    with open_dict(before):
+        del before.head["init"]
+        del before.data.augment["rotation_fill"]
+        before.callbacks.early_stopping._target_ = "lightning.pytorch.callbacks.EarlyStopping"
+    assert config_digest(today) == config_digest(before)
+    assert config_digest(compose_config(["head.init=glorot"], tmp_path)) != config_digest(today)
+    assert config_digest(compose_config(["data.augment.rotation_fill=reflect"], tmp_path)) != config_digest(today)

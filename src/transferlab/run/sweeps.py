@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 FINAL = ("completed", "diverged")
 # Keys that say where a run writes or how it reports, not what it trains.
 NOT_THE_EXPERIMENT = ("paths", "resume", "verbose")
+# Keys added later whose default trains as before they existed, and callbacks replaced by one that trains
+# the same: digested as before, so that a sweep continued across the upgrade still finds its finished jobs.
+ADDED_AT_DEFAULT = {("head", "init"): "torch", ("data", "augment", "rotation_fill"): "black"}
+SAME_TARGETS = {"transferlab.callbacks.stops.EarlyStopping": "lightning.pytorch.callbacks.EarlyStopping"}
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -40,6 +44,15 @@ def config_digest(cfg: DictConfig) -> str:
     content = OmegaConf.to_container(cfg, resolve=False)
     for key in NOT_THE_EXPERIMENT:
         content.pop(key, None)
+    for (*parents, key), default in ADDED_AT_DEFAULT.items():
+        node = content
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(key) == default:
+            del node[key]
+    for callback in (content.get("callbacks") or {}).values():
+        if isinstance(callback, dict) and callback.get("_target_") in SAME_TARGETS:
+            callback["_target_"] = SAME_TARGETS[callback["_target_"]]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
