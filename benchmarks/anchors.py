@@ -43,6 +43,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -261,6 +262,9 @@ def keras_guide(
     # Its global average pool ends it; no dropout of timm's own (the guide's Dropout(0.2) follows).
     network = timm.create_model("tf_efficientnet_lite0", num_classes=0, drop_rate=0.0)
     network.load_state_dict(backbone.features.state_dict())  # the same ImageNet weights
+    for layer in network.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.momentum = 0.01  # Keras' BatchNormalization(momentum=0.99): 1 % of each batch's statistics
 
     class ChannelsFirst(torch.nn.Module):  # Keras' images are channels last, timm's channels first
         def __init__(self, module: torch.nn.Module) -> None:
@@ -290,7 +294,8 @@ def keras_guide(
     x = keras.layers.Rescaling(scale=1 / 127.5, offset=-1)(x)
     x = base_model(x, training=False)  # BatchNorm in inference mode, frozen or not
     x = keras.layers.Dropout(0.2)(x)
-    torch_like = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")  # bound 1/sqrt(fan_in)
+    bound = 1 / math.sqrt(network.num_features)  # nn.Linear's: weights and bias uniform in ±1/sqrt(fan_in)
+    torch_like = keras.initializers.RandomUniform(-bound, bound)
     init = {"kernel_initializer": torch_like, "bias_initializer": torch_like} if dense_init == "torch" else {}
     outputs = keras.layers.Dense(len(train_set.classes), **init)(x)
     model = keras.Model(inputs, outputs)
