@@ -73,15 +73,17 @@ def test_the_schedule_of_each_phase_and_the_rates_of_the_unfrozen_blocks(colour_
     steps = StepRates.instances[-1].steps
     frozen = [s for s in steps if s[0] == 0]
     unfrozen = [s for s in steps if s[0] > 0]
-    # While frozen: the head, and each block's BatchNorm at a tenth of its rate (fastai's slice(base_lr)).
-    assert all(len(lrs) == 5 for _, lrs, _ in frozen), "the head and 4 blocks' BatchNorm while frozen"
-    assert all(bn == pytest.approx(lrs[0] / 10) for _, lrs, _ in frozen for bn in lrs[1:])
+    # While frozen: the head (its weights, then its bias without weight decay, at one rate), and each block's
+    # BatchNorm at a tenth of its rate (fastai's slice(base_lr)).
+    assert all(len(lrs) == 6 for _, lrs, _ in frozen), "the head's 2 groups and 4 blocks' BatchNorm while frozen"
+    assert all(lrs[1] == lrs[0] for _, lrs, _ in frozen)
+    assert all(bn == pytest.approx(lrs[0] / 10) for _, lrs, _ in frozen for bn in lrs[2:])
     assert frozen[0][1][0] == pytest.approx(base / 25) and frozen[0][2] == pytest.approx(0.95)
     assert max(lrs[0] for _, lrs, _ in frozen) <= base
     peak = max(unfrozen, key=lambda s: s[1][0])
-    # After unfreezing: the head, the 4 BatchNorm groups, then the rest of each block (joined stem first).
-    head, *bns = peak[1][:5]
-    blocks = peak[1][5:]
+    # After unfreezing: the head's 2 groups, the 4 BatchNorm groups, then the rest of each block (joined stem first).
+    head, _, *bns = peak[1][:6]
+    blocks = peak[1][6:]
     assert len(blocks) == 4 and head <= base / 2 and unfrozen[0][1][0] == pytest.approx(base / 2 / 5)
     assert bns == pytest.approx(blocks), "a block's BatchNorm moves at its block's rate once it is unfrozen"
     # The blocks join stem first: stem at head / 100, each block above it a constant factor higher.

@@ -52,8 +52,12 @@ def one_cycle(progress: float, pct_start: float, div: float, div_final: float) -
     return cosine(1.0, 1 / div_final, fraction), cosine(0.85, 0.95, fraction)
 
 
-# fastai's norm_types: the layers whose weights train_bn trains and wd_bn_bias=False spares.
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
+# fastai's norm_types (and SyncBatchNorm, which sync_batchnorm swaps in): the layers whose weights
+# train_bn trains and wd_bn_bias=False spares. timm's BatchNormAct2d and LayerNorm2d are subclasses.
+NORM_TYPES = (
+    *(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm),
+    *(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm),
+)
 
 
 def norm_layers(module: nn.Module) -> list[nn.Module]:
