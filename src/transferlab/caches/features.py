@@ -116,8 +116,9 @@ class CachedFeatures:
 
 
 def augment_key(augment) -> dict:
+    """The augmentation's fields, less rotation_fill at its default (added later: earlier caches stay valid)."""
     key = dict(vars(augment))
-    if key.get("rotation_fill") == "black":
+    if key.get("rotation_fill") == getattr(type(augment), "rotation_fill", None):  # its class default
         del key["rotation_fill"]
     return key
 
@@ -136,7 +137,6 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
         "backbone": module.backbone.name,
         "device": torch.device(module.device).type,
         "data_config": datamodule.data_config.to_dict(),
-        # rotation_fill keyed only when it is not the default, so that earlier caches stay valid.
         "augment": augment_key(datamodule.augment) if augment else None,
         "decoded": bool(datamodule.decode_cache),
         "views": views,

@@ -156,6 +156,9 @@ class DecodedTransform:
         self.size = config.input_size
         self.augment = augment if train and augment is not None and augment.enabled else None
         self.mode = GRID_SAMPLE_MODES.get(config.interpolation, "bilinear")
+        self.reflect = self.augment is not None and self.augment.rotation_fill == "reflect"
+        # Reflected corners sample up to the image's own edge: pad the last half pixel with it, not zeros.
+        self.padding = "reflection" if self.reflect else "zeros"
         # Normalize((x / 255 - mean) / std) as one multiply-add: x * scale + shift.
         std, mean = torch.tensor(config.std).view(3, 1, 1), torch.tensor(config.mean).view(3, 1, 1)
         self.scale, self.shift = 1 / (255 * std), -mean / std
@@ -167,12 +170,9 @@ class DecodedTransform:
         else:
             height, width = image.shape[1:]
             params = sample_augmentation(height, width, self.augment, rng or random.Random())
-            reflect = self.augment.rotation_fill == "reflect"
-            grid = affine_grid(params, height, width, self.size, reflect)
-            # Reflected corners sample up to the image's own edge: pad the last half pixel with it, not zeros.
-            padding = "reflection" if reflect else "zeros"
+            grid = affine_grid(params, height, width, self.size, self.reflect)
             image = F.grid_sample(
-                image.unsqueeze(0).float(), grid, mode=self.mode, padding_mode=padding, align_corners=False
+                image.unsqueeze(0).float(), grid, mode=self.mode, padding_mode=self.padding, align_corners=False
             )[0]
             if self.mode == "bicubic":
                 image.clamp_(0, 255)  # bicubic overshoots

@@ -196,7 +196,8 @@ def run_facts(cfg: DictConfig, job: Job, status: str, **facts) -> dict:
 def stopped_early(
     cfg: DictConfig, job: Job, error: BaseException, stops: StopSignals | None, digest: str = ""
 ) -> RunStopped | None:
-    """The RunStopped for a fit that a signal or a diverged loss ended (its metrics.json written), or None."""
+    """The RunStopped for a fit that a signal or a diverged loss ended, or a test a signal ended (its
+    metrics.json written), or None."""
     metrics_file, checkpoints = job.output_dir / "metrics.json", job.output_dir / "checkpoints"
     if isinstance(error, Diverged):
         last_finite = finite_checkpoint(checkpoints / "last.ckpt", checkpoints / "best.ckpt")
@@ -215,34 +216,23 @@ def stopped_early(
     if stopped is None:
         return None
     resume = f"python src/train.py resume={job.output_dir}"
-    where = f"epoch {stopped.epoch + 1}, step {stopped.step}"
-    if stopped.checkpoint is not None:
-        message = f"{stopped.cause}: stopped at {where} and saved {stopped.checkpoint}; continue with: {resume}"
+    if stopped.stage == "test":  # training had finished: its checkpoints are all there
+        message = f"{stopped.cause}: stopped while testing, after training had finished; test it with: {resume}"
+        place = {"stage": "test", "epoch": stopped.epoch, "resume": resume}
     else:
-        message = f"{stopped.cause}: stopped at {where}; no checkpoint could be saved"
+        where = f"epoch {stopped.epoch + 1}, step {stopped.step}"
+        if stopped.checkpoint is not None:
+            message = f"{stopped.cause}: stopped at {where} and saved {stopped.checkpoint}; continue with: {resume}"
+        else:
+            message = f"{stopped.cause}: stopped at {where}; no checkpoint could be saved"
+        place = {
+            "epoch": stopped.epoch + 1, "step": stopped.step,
+            "checkpoint": str(stopped.checkpoint) if stopped.checkpoint else None,
+            "resume": resume if stopped.checkpoint else None,
+        }  # fmt: skip
     if ranks.is_global_zero():
-        facts = run_facts(
-            cfg, job, "interrupted", error=message, signal=stopped.cause, epoch=stopped.epoch + 1, step=stopped.step,
-            checkpoint=str(stopped.checkpoint) if stopped.checkpoint else None,
-            resume=resume if stopped.checkpoint else None, config_digest=digest,
-        )  # fmt: skip
+        facts = run_facts(cfg, job, "interrupted", error=message, signal=stopped.cause, **place, config_digest=digest)
         write_json(metrics_file, facts)
-    return RunStopped(message, stopped.exit_status)
-
-
-def stopped_while_testing(cfg: DictConfig, job: Job, stops: StopSignals | None, digest: str = "") -> RunStopped | None:
-    """The RunStopped for a test that a signal ended after training had finished (metrics.json written), or None."""
-    stopped: Stopped | None = stops.stopped if stops is not None else None
-    if stopped is None or stopped.stage != "test":
-        return None
-    resume = f"python src/train.py resume={job.output_dir}"
-    message = f"{stopped.cause}: stopped while testing, after training had finished; test it with: {resume}"
-    if ranks.is_global_zero():
-        facts = run_facts(
-            cfg, job, "interrupted", error=message, signal=stopped.cause, stage="test", epoch=stopped.epoch,
-            resume=resume, config_digest=digest,
-        )  # fmt: skip
-        write_json(job.output_dir / "metrics.json", facts)
     return RunStopped(message, stopped.exit_status)
 
 
@@ -303,8 +293,8 @@ def fit_and_test(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None, d
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     try:
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
-    except BaseException:
-        stopped = stopped_while_testing(cfg, job, stops, digest)
+    except BaseException as error:
+        stopped = stopped_early(cfg, job, error, stops, digest)
         if stopped is None:
             raise
         raise stopped from None
