@@ -3,6 +3,9 @@
 python src/train.py                                   # digits × efficientnet_lite0 × head_only
 python src/train.py model=resnet18 strategy=head_only
 python src/train.py -m model=small_cnn,efficientnet_lite0 strategy=scratch,head_only
+
+Only light modules load before a run is really built: `--help`, `--cfg job`, a mistyped key and a bad
+value answer before torch and Lightning are imported (run/pipeline.py imports them).
 """
 
 import logging
@@ -14,20 +17,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from transferlab import console
-from transferlab.distributed import launch
 from transferlab.errors import TransferlabError, run_app
 from transferlab.run import resolvers, sweeps
-from transferlab.run.pipeline import Job, RunStopped, train
+from transferlab.run.checks import check_values
+from transferlab.run.job import Job
+from transferlab.run.results import run_facts, write_json
 
 log = logging.getLogger("transferlab")
 
 
 def prepare_process(verbose: bool = False) -> None:
-    """What this process needs before Lightning runs: the config's resolvers, the DDP launcher's child
-    command, upstream noise quieted (unless verbose=true). Again in main: a launcher's job process
-    (joblib, submitit) may not run this file's `__main__` block."""
+    """What this process needs before Hydra composes: the config's resolvers, upstream noise quieted
+    (unless verbose=true). Again in main: a launcher's job process (joblib, submitit) may not run this
+    file's `__main__` block."""
     resolvers.register()
-    launch.install()
     console.quiet_upstream(verbose)
 
 
@@ -38,10 +41,24 @@ def main(cfg: DictConfig) -> float:
     sweep's summary (run/sweeps.py) lists it and sets the exit status."""
     prepare_process(cfg.get("verbose", False))
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    job = Job.from_hydra()
+    try:
+        check_values(cfg)  # the rules of options.py: a bad value answers before torch loads
+    except TransferlabError as error:
+        refused = run_facts(cfg, job.choices, "failed", error=str(error), config_digest=sweeps.config_digest(cfg))
+        write_json(job.output_dir / "metrics.json", refused)
+        log.error("%s", error)
+        if sweeping:
+            return float("nan")
+        sys.exit(1)
+    from transferlab.distributed import launch
+    from transferlab.run.pipeline import RunStopped, train
+
+    launch.install()  # the DDP launcher's child command, before Lightning starts any rank
     retries = int(cfg.get("sweep", {}).get("retries", 0)) if sweeping else 0
     for attempt in range(retries + 1):
         try:
-            value = train(cfg, Job.from_hydra()).get(cfg.optimized_metric)
+            value = train(cfg, job).get(cfg.optimized_metric)
             return float("nan") if value is None else value
         except (TransferlabError, RunStopped) as error:  # the user's to fix: running again changes nothing
             log.error("%s", error)
@@ -64,5 +81,8 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     prepare_process()
     run_app(main, on_refusal=sweeps.remove_unstarted_sweep)
-    # Reached after a clean end only: a failed rank exits without waiting on peers that may be gone.
-    launch.leave_process_group()  # a torchrun or Slurm rank's group (transferlab's own launches tear theirs down)
+    if "transferlab.distributed.launch" in sys.modules:  # a run was built (not --help, not a refusal)
+        from transferlab.distributed import launch
+
+        # Reached after a clean end only: a failed rank exits without waiting on peers that may be gone.
+        launch.leave_process_group()  # a torchrun or Slurm rank's group (transferlab's own launches tear theirs down)

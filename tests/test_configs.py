@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from transferlab.classifier.schedules import build_scheduler
 from transferlab.run import build
-from transferlab.run.decide import decide, decided_config
+from transferlab.run.decide import decide
 from transferlab.strategies.auto import Auto, Decision
 from transferlab.strategies.base import FreezePolicy
 from transferlab.strategies.policies import Scratch
@@ -152,8 +154,7 @@ def test_auto_trains_with_the_recipe_of_the_strategy_it_chose(command_line, choi
     options = {"top_blocks": {"n": 1}, "full_finetune": {"backbone_lr_scale": 1.0}}.get(choice, {})
     report = {"auto/choice": choice}
     monkeypatch.setattr(Auto, "decide", lambda self, *args, **kwargs: Decision(choice, options, report))
-    decision = decide(cfg, torch.device("cpu"))
-    decided = decided_config(cfg, decision, overrides)
+    decided = decide(cfg, overrides, torch.device("cpu")).cfg
     early_stopping = decided.callbacks.early_stopping
     assert (decided.optimizer.lr, decided.trainer.max_epochs, early_stopping and early_stopping.patience) == expected
     assert decided.strategy._target_.endswith(
@@ -161,3 +162,66 @@ def test_auto_trains_with_the_recipe_of_the_strategy_it_chose(command_line, choi
     )
     assert all(decided.strategy[key] == value for key, value in options.items()), "the table's options"
     assert decided.auto == report and cfg.strategy._target_.endswith("Auto"), "a new config: the composed one is kept"
+
+
+def declared_defaults(target: type) -> dict:
+    """The defaults of the options `target`'s own __init__ declares (not those it passes on to a base)."""
+    import inspect
+
+    init = target.__init__ if "__init__" in vars(target) else None
+    if init is None and dataclasses.is_dataclass(target):
+        return {f.name: f.default for f in dataclasses.fields(target) if f.default is not dataclasses.MISSING}
+    if init is None:
+        return {}
+    return {name: p.default for name, p in inspect.signature(init).parameters.items() if p.default is not p.empty}
+
+
+def group_nodes() -> list[tuple[str, str, dict]]:
+    """(where, _target_, options) of every transferlab class a config of conf/ builds: each group's
+    options, the callbacks, and the augmentation of each data config."""
+    from omegaconf import OmegaConf
+
+    nodes = []
+    for group in ("strategy", "scheduler", "data", "callbacks"):
+        for option in options(group):
+            loaded = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=False)
+            loaded.pop("defaults", None)
+            sections = loaded.items() if group == "callbacks" else [(group, loaded.get(group, loaded))]
+            for name, node in sections:
+                if isinstance(node, dict) and str(node.get("_target_", "")).startswith("transferlab."):
+                    nodes.append((f"conf/{group}/{option}.yaml {name}", node["_target_"], node))
+            if group == "data" and isinstance(loaded.get("augment"), dict):
+                nodes.append(
+                    (f"conf/data/{option}.yaml augment", "transferlab.data.transforms.Augment", loaded["augment"])
+                )
+    return nodes
+
+
+def test_every_option_a_class_declares_has_the_default_its_config_gives(tmp_path):
+    """One default per option: where a config of conf/ sets an option that its class declares, the two
+    agree (what a dataset sets among the options its base class declares, batch size or image size,
+    is that dataset's recipe, as a strategy's learning rate is). Interpolated values are the config's own."""
+    from hydra.utils import get_class
+
+    disagree, compared = [], 0
+    for where, target, node in group_nodes():
+        if where.endswith("augment") and not where.startswith("conf/data/image_folder"):
+            continue  # a dataset's augmentation is its recipe (digits: no flip); image_folder's is the default
+        defaults = declared_defaults(get_class(target))
+        if target.endswith("ImageFolderDataModule"):  # the generic data config: the base class's defaults too
+            defaults = {
+                **declared_defaults(get_class("transferlab.data.base.ImageClassificationDataModule")),
+                **defaults,
+            }
+        for key, value in node.items():
+            if key.startswith("_") or key not in defaults or (isinstance(value, str) and "${" in value):
+                continue
+            default = defaults[key]
+            if key == "augment" or (default is None and isinstance(value, dict) and not any(value.values())):
+                continue  # compared with Augment's fields; subset {train: null, …} is None's "every image"
+            compared += 1
+            same = list(default) == list(value) if isinstance(default, (tuple, list)) else default == value
+            if not same:
+                disagree.append(f"{where}: {key}: {value!r} in the config, {default!r} in {target}")
+    assert not disagree, "\n".join(disagree)
+    assert compared >= 30  # the comparison reached the strategies, schedules, datasets and callbacks

@@ -9,6 +9,7 @@ import torch
 
 from transferlab.caches import features as feature_cache
 from transferlab.caches.features import features_pay_off
+from transferlab.models.backbones import create_backbone
 from transferlab.run.pipeline import train
 
 from conftest import TINY, compose_config
@@ -113,6 +114,24 @@ def test_auto_decides_before_training_so_that_its_head_only_uses_the_cache(colou
     assert metrics["auto/choice"] == "head_only" and metrics["feature_cache"] is True
     assert metrics["model/params/trainable"] == 1280 * 3 + 3  # efficientnet_lite0's features → 3 classes
     assert metrics["test/acc"] > 0.8
+
+
+def test_auto_builds_its_backbone_once_and_trains_as_its_choice_alone_would(colour_folder, tmp_path, monkeypatch):
+    """The probe's backbone and datamodule are the run's (one build), and the probe draws nothing the run
+    would: the same command line with strategy=head_only (auto's choice here) ends with the same loss."""
+    from transferlab.run import build
+
+    builds = []
+    monkeypatch.setattr(build, "create_backbone", lambda **spec: builds.append(spec) or create_backbone(**spec))
+    shared = [*TINY, f"data.root={colour_folder}", "data.image_size=64", "feature_cache.dir=null", "optimizer.lr=0.01"]
+    shared += ["callbacks.early_stopping.patience=10"]  # head_only's recipe, so that the two runs are one recipe
+    auto = train(compose_config([*shared, "strategy=auto"], tmp_path / "auto"))
+    assert auto["auto/choice"] == "head_only" and len(builds) == 1
+    alone = train(compose_config([*shared, "strategy=head_only"], tmp_path / "alone"))
+    assert len(builds) == 2
+    assert (auto["test/loss"], auto["test/acc"], auto["val/acc_best"]) == (
+        alone["test/loss"], alone["test/acc"], alone["val/acc_best"]
+    )  # fmt: skip
 
 
 def frozen_small_cnn(colour_folder, **options):

@@ -121,9 +121,11 @@ def test_the_probe_is_strategy_auto_s_similarity(screened, tmp_path):
         [*TINY, f"data.root={screened['root']}", f"model={top['model']}", "strategy=auto", "feature_cache.dir=null"],
         tmp_path,
     )
-    decision = decide(cfg, torch.device("cpu"))  # what a train.py run with strategy=auto decides
-    assert decision.report["auto/similarity"] == pytest.approx(top["probe"], abs=1e-4)
-    assert decision.report["auto/choice"] == decision.strategy == top["suggested"]
+    decided = decide(cfg, [], torch.device("cpu")).cfg  # what a train.py run with strategy=auto decides
+    assert decided.auto["auto/similarity"] == pytest.approx(top["probe"], abs=1e-4)
+    assert decided.auto["auto/choice"] == top["suggested"] and decided.strategy._target_.endswith(
+        {"head_only": "HeadOnly", "top_blocks": "TopBlocks"}.get(top["suggested"], "FullFinetune")
+    )
 
 
 def test_a_backbone_without_weights_is_listed_with_the_file_and_the_fix(screened, env):

@@ -146,7 +146,9 @@ def test_a_run_early_stopping_ended_is_tested_on_resume_without_training_on(stop
 
 
 def test_a_nan_loss_stops_the_run_in_its_first_epoch_and_says_diverged(colour_folder, tmp_path):
-    cfg = compose_config([*TINY, f"data.root={colour_folder}", "optimizer.lr=1e30", "trainer.max_epochs=5"], tmp_path)
+    overrides = [*TINY, f"data.root={colour_folder}", "optimizer.lr=1e30", "trainer.max_epochs=5"]
+    # Lightning's default log interval (TINY logs every step): the check reads its flag at the epoch's last batch.
+    cfg = compose_config([*overrides, "trainer.log_every_n_steps=50"], tmp_path)
     with pytest.raises(
         RunStopped, match=r"diverged at epoch 1, step \d+: the training loss is nan; .*optimizer.lr=1e\+30"
     ):
@@ -203,3 +205,36 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_half_file(colour_
     assert (tmp_path / "metrics.json").read_text() == before and not list(tmp_path.glob("*.part")), (
         "the old file kept, the half-written one removed"
     )
+
+
+def test_the_divergence_check_reads_its_device_flag_once_per_log_interval_and_names_the_first_bad_step(monkeypatch):
+    """No host sync on the steps between checks (a `.item()` a step stalls a GPU's queue); the stop names
+    the first non-finite step and its loss, found at the next check (log interval or the epoch's last batch)."""
+    from types import SimpleNamespace
+
+    from transferlab.callbacks.stops import Diverged, StopOnDivergence
+
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or item(self))
+    check = StopOnDivergence()
+    trainer = SimpleNamespace(
+        global_step=0, log_every_n_steps=4, num_training_batches=100, world_size=1, current_epoch=0
+    )
+    losses = [1.0, 0.9, float("nan"), 0.8, float("inf"), 0.7, 0.6, 0.5]
+    with pytest.raises(Diverged) as stopped:
+        for batch_idx, value in enumerate(losses):
+            trainer.global_step = batch_idx + 1  # after the optimizer step, as in Lightning's hook
+            check.on_train_batch_end(trainer, None, {"loss": torch.tensor(value)}, None, batch_idx)
+            assert reads == [] or trainer.global_step == 4, f"a host read at step {trainer.global_step}"
+    assert trainer.global_step == 4, "found at the first check after the bad step"
+    assert (stopped.value.step, stopped.value.reason) == (3, "the training loss is nan")
+    epoch_end = StopOnDivergence()  # an epoch of 3 batches, shorter than the interval: checked at its last
+    trainer.num_training_batches = 3
+    for batch_idx, value in enumerate([1.0, float("nan")]):
+        trainer.global_step = batch_idx + 1
+        epoch_end.on_train_batch_end(trainer, None, {"loss": torch.tensor(value)}, None, batch_idx)
+    trainer.global_step = 3
+    with pytest.raises(Diverged, match="the training loss is nan") as stopped:
+        epoch_end.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, None, 2)
+    assert stopped.value.step == 2

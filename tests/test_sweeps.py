@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT, SMALL_RUN, compose_config
 
 SWEEP = SMALL_RUN
@@ -157,20 +159,48 @@ def test_an_optuna_sweep_killed_mid_trial_continues_its_study_and_ends_as_an_uni
     assert results[0]["best_value"] == results[1]["best_value"]
 
 
-def test_options_added_at_a_default_that_trains_as_before_leave_the_config_digest_as_it_was(tmp_path):
-    """A sweep continued across an upgrade finds its finished jobs: the digest of today's default config
-    equals that of the same config as composed before head.init, data.augment.rotation_fill and
-    transferlab's EarlyStopping existed; setting a new option to another value changes it."""
+# What commit 347839d (schema 1, before options.SCHEMA_VERSION) wrote into metrics.json for these configs.
+SCHEMA1_DIGESTS = {
+    (): "29b290efb85d858e24e1",
+    ("strategy=auto",): "1221e4a0a4fdcc27f6cc",
+    ("model=resnet18", "strategy=full_finetune", "optimizer.lr=0.01"): "1e60a6a1517c422b873b",
+}
+
+
+@pytest.mark.parametrize("overrides", list(SCHEMA1_DIGESTS))
+def test_a_sweep_started_before_the_schema_version_skips_its_finished_jobs(overrides, tmp_path):
+    """A job finished by the previous version carries its schema-1 digest: the same config, continued now,
+    finds it (and a job of another config does not)."""
+    from transferlab.run.sweeps import earlier_attempt, job_digests
+
+    cfg = compose_config(list(overrides), tmp_path / "compose")
+    today, schema1 = job_digests(cfg)
+    assert schema1 == SCHEMA1_DIGESTS[overrides] and today.startswith("2-") and today != schema1
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    finished = {"status": "completed", "test/acc": 0.9, "config_digest": SCHEMA1_DIGESTS[overrides]}
+    (sweep / "0" / "metrics.json").write_text(json.dumps(finished))
+    earlier = earlier_attempt(job_digests(cfg), sweep / "1", sweep)
+    assert earlier.metrics == finished and earlier.where == sweep / "0"
+    other = compose_config([*overrides, "seed=7"], tmp_path / "other")
+    assert earlier_attempt(job_digests(other), sweep / "1", sweep).metrics is None
+
+
+def test_a_new_option_changes_the_digest_with_nothing_to_list_and_so_does_the_schema_version(tmp_path, monkeypatch):
+    """No table of options "added at their default": a key the config did not have changes the digest by
+    itself; options.SCHEMA_VERSION changes it for the same config; where a run writes does not."""
     from omegaconf import OmegaConf, open_dict
 
-    from transferlab.run.sweeps import config_digest
+    from transferlab.run import sweeps
 
-    today = compose_config([], tmp_path)
-    before = OmegaConf.create(OmegaConf.to_container(today, resolve=False))
-    with open_dict(before):
-        del before.head["init"]
-        del before.data.augment["rotation_fill"]
-        before.callbacks.early_stopping._target_ = "lightning.pytorch.callbacks.EarlyStopping"
-    assert config_digest(today) == config_digest(before)
-    assert config_digest(compose_config(["head.init=glorot"], tmp_path)) != config_digest(today)
-    assert config_digest(compose_config(["data.augment.rotation_fill=reflect"], tmp_path)) != config_digest(today)
+    today = compose_config([], tmp_path / "a")
+    assert sweeps.config_digest(compose_config(["paths.log_dir=/elsewhere"], tmp_path / "b")) == sweeps.config_digest(
+        today
+    )
+    grown = OmegaConf.create(OmegaConf.to_container(today, resolve=False))
+    with open_dict(grown):
+        grown.head.new_option = 0.0
+    assert sweeps.config_digest(grown) != sweeps.config_digest(today)
+    before = sweeps.config_digest(today)
+    monkeypatch.setattr(sweeps, "SCHEMA_VERSION", 3)
+    assert sweeps.config_digest(today) != before and sweeps.config_digest(today).startswith("3-")

@@ -32,10 +32,11 @@ from transferlab.console import Progress
 from transferlab.errors import TransferlabError
 from transferlab.files import library_versions, locked, partial_path
 from transferlab.images import ImageSource, load_rgb, sources_digest
+from transferlab.options import RULES, check
 
 log = logging.getLogger(__name__)
 
-MODES = ("memory", "disk")
+MODES = RULES["data.decode_cache"].also
 FORMAT_VERSION = 1  # bump when what is stored changes
 DECODING_LIBRARIES = ("PIL", "torch", "torchvision")  # Pillow decodes, torchvision (on torch) resizes
 
@@ -115,8 +116,7 @@ def decode_images(
     name: str = "images",
 ) -> DecodedImages:
     """Decode and resize every image of `sources` once (in `num_workers` processes)."""
-    if mode not in MODES:
-        raise TransferlabError(f"decode_cache={mode!r}: choose one of {', '.join(MODES)} (or null: decode every epoch)")
+    check("data.decode_cache", mode)
     if mode == "disk" and not directory:
         raise TransferlabError(
             "decode_cache=disk needs decode_cache_dir=PATH (the data configs set ${paths.data_dir}/decoded_cache)"

@@ -34,6 +34,7 @@ from transferlab.caches.decoded import DECODING_LIBRARIES
 from transferlab.console import Progress
 from transferlab.files import library_versions, locked, partial_path
 from transferlab.images import sources_digest
+from transferlab.options import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -115,29 +116,24 @@ class CachedFeatures:
         return self.splits.get(split)
 
 
-def augment_key(augment) -> dict:
-    """The augmentation's fields, less rotation_fill at its default (added later: earlier caches stay valid)."""
-    key = dict(vars(augment))
-    if key.get("rotation_fill") == getattr(type(augment), "rotation_fill", None):  # its class default
-        del key["rotation_fill"]
-    return key
-
-
 def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
     """Everything the features depend on: the backbone (name, weights and where it runs: CPU and GPU
     kernels round differently), the preprocessing, the augmentation and whether it runs on decoded
     images (`data.decode_cache`: another transform, other draws; memory and disk hold the same
     pixels), the split's files and labels, the seed, and the versions of the libraries that decode,
-    transform and run the images (an upgrade may change the features)."""
+    transform and run the images (an upgrade may change the features). Every field of every part, and
+    options.SCHEMA_VERSION: an option added later changes the key by itself, with nothing to list here."""
     digest = hashlib.sha256()
     for name, tensor in module.backbone.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     described = {
+        "schema": SCHEMA_VERSION,
         "backbone": module.backbone.name,
+        "pool": module.backbone.pool,
         "device": torch.device(module.device).type,
         "data_config": datamodule.data_config.to_dict(),
-        "augment": augment_key(datamodule.augment) if augment else None,
+        "augment": dict(vars(datamodule.augment)) if augment else None,
         "decoded": bool(datamodule.decode_cache),
         "views": views,
         "seed": datamodule.seed,
@@ -145,8 +141,6 @@ def cache_key(module, datamodule, split: str, augment: bool, views: int) -> str:
         "images": sources_digest(datamodule.splits[split].images),
         "libraries": library_versions(*DECODING_LIBRARIES, "timm"),  # timm builds most backbones
     }
-    if module.backbone.pool != "avg":  # head.pool=avgmax; the default leaves earlier caches valid
-        described["pool"] = module.backbone.pool
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:24]
 

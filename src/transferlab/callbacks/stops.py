@@ -124,11 +124,18 @@ class Diverged(Exception):
 
 
 class StopOnDivergence(Callback):
-    """Checks every step's loss for a non-finite value and every epoch's mean loss against the first."""
+    """Checks every step's loss for a non-finite value and every epoch's mean loss against the first.
+
+    The step check stays on the device: each step folds its loss into a flag there (the first bad step
+    and its loss), and the host reads the flag every `trainer.log_every_n_steps` steps and at the epoch's
+    last batch, before validation (under DDP one all-reduce then, not one a step). A read is a host sync:
+    on a GPU, one a step would stall the queue of kernels each step (benchmarks/host_syncs.py counts them)."""
 
     def __init__(self, max_loss_ratio: float | None = 100.0) -> None:
         self.max_loss_ratio = max_loss_ratio
         self.first_epoch_loss: float | None = None
+        self.bad_step: torch.Tensor | None = None  # on the loss's device: the first non-finite step, or -1
+        self.bad_loss: torch.Tensor | None = None  # and its loss
 
     def state_dict(self) -> dict[str, Any]:
         return {"first_epoch_loss": self.first_epoch_loss}  # a resumed run compares with the same epoch
@@ -136,15 +143,31 @@ class StopOnDivergence(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.first_epoch_loss = state_dict.get("first_epoch_loss")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        bad = torch.tensor(float(not torch.isfinite(loss.detach()).all()), device=loss.device)
-        if trainer.world_size > 1:  # every rank stops together, or the others wait forever
+        loss = loss.detach()
+        if self.bad_step is None or self.bad_step.device != loss.device:
+            self.bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self.bad_loss = torch.zeros((), dtype=torch.float32, device=loss.device)
+        first = ~torch.isfinite(loss).all() & (self.bad_step < 0)  # no sync: a tensor, not a bool
+        self.bad_step = torch.where(first, trainer.global_step, self.bad_step)
+        self.bad_loss = torch.where(first, loss.float().reshape(-1)[0], self.bad_loss)
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        if last_batch or trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
+            self.check_steps(trainer)
+
+    def check_steps(self, trainer: L.Trainer) -> None:
+        """Raise Diverged if a step since the last check had a non-finite loss (on any rank)."""
+        bad = (self.bad_step >= 0).float()
+        if trainer.world_size > 1:  # every rank checks at the same steps, and stops together
             bad = trainer.strategy.reduce(bad, reduce_op="max")
         if bad.item():
-            raise Diverged(f"the training loss is {loss.item()}", trainer.current_epoch, trainer.global_step)
+            mine = int(self.bad_step.item()) >= 0  # another rank's loss may be the non-finite one
+            step = int(self.bad_step.item()) if mine else trainer.global_step
+            loss = float(self.bad_loss.item()) if mine else float("nan")
+            raise Diverged(f"the training loss is {loss}", trainer.current_epoch, step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get("train/loss")

@@ -129,7 +129,9 @@ class ImageClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # nan_strategy="disable": its NaN check is a device sync every step, and a NaN training loss is the
+        # divergence check's to report (callbacks/stops.py: status diverged, with the step), not a crash here.
+        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
         # For imbalanced data: the mean of the per-class recalls, and macro F1 (selectable as `monitor`).
         self.val_balanced_acc = MulticlassAccuracy(num_classes, average="macro", **checked)
         self.test_balanced_acc = MulticlassAccuracy(num_classes, average="macro", **checked)

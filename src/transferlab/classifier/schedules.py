@@ -24,6 +24,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from transferlab.errors import TransferlabError
+from transferlab.options import check
 
 
 def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -52,10 +53,7 @@ class WarmupCosine(LRScheduler):
         warmup_epochs: float = 1.0,
         min_lr_ratio: float = 0.0,
     ) -> None:
-        if warmup_epochs < 0:
-            raise TransferlabError(f"scheduler.warmup_epochs={warmup_epochs}: use 0 (no warm-up) or more")
-        if not 0 <= min_lr_ratio <= 1:
-            raise TransferlabError(f"scheduler.min_lr_ratio={min_lr_ratio}: a share of the peak rate, from 0 to 1")
+        check("scheduler.warmup_epochs", warmup_epochs), check("scheduler.min_lr_ratio", min_lr_ratio)
         self.total_steps = total_steps
         self.warmup_steps = round(warmup_epochs * steps_per_epoch)
         self.min_lr_ratio = min_lr_ratio

@@ -18,12 +18,12 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transferlab.caches.decoded import MODES as DECODE_MODES
 from transferlab.caches.decoded import DecodedImages, decode_images
 from transferlab.data.transforms import Augment, DecodedTransform, build_transforms, resize_size
 from transferlab.errors import TransferlabError
 from transferlab.images import ImageSource, load_rgb
 from transferlab.models.data_config import DataConfig
+from transferlab.options import check
 
 if TYPE_CHECKING:  # the cache builds on the datamodule, not the other way round
     from transferlab.caches.features import CachedFeatures
@@ -209,7 +209,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         augment: dict | Augment | None = None,
-        split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
+        split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
         seed: int = 42,
         pin_memory: bool | None = None,
         decode_cache: str | None = None,
@@ -231,13 +231,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.subset = {name: size for name, size in (subset or {}).items() if size is not None}
         # Page-locked batches copy to a GPU asynchronously; pointless (and slower) without one.
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        if decode_cache not in (None, *DECODE_MODES):
-            raise TransferlabError(f"decode_cache={decode_cache!r}: choose one of {', '.join(DECODE_MODES)} or null")
-        self.decode_cache, self.decode_cache_dir = decode_cache, decode_cache_dir
-        if sampler not in (None, "balanced"):
-            raise TransferlabError(f"data.sampler={sampler!r}: choose balanced or null")
+        self.decode_cache, self.decode_cache_dir = check("data.decode_cache", decode_cache), decode_cache_dir
         # balanced: training draws every class equally often (with replacement), an epoch as many images.
-        self.sampler = sampler
+        self.sampler = check("data.sampler", sampler)
         self.decoded: dict[int, DecodedImages] = {}  # by id of the split: val may double as test
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}

@@ -13,8 +13,9 @@ from torch import nn
 
 from transferlab.errors import TransferlabError
 from transferlab.models.backbone import Backbone
+from transferlab.options import RULES, check
 
-POOLS = ("avg", "avgmax")
+POOLS = RULES["head.pool"].also
 
 
 class AvgMaxPool2d(nn.Module):
@@ -38,9 +39,7 @@ def _global_average_pool(features: nn.Module) -> tuple[str, nn.Module] | None:
 
 def with_pool(backbone: Backbone, pool: str) -> Backbone:
     """The backbone with its global pooling set to `pool` (avg: as built)."""
-    if pool not in POOLS:
-        raise TransferlabError(f"head.pool={pool}: expected one of {', '.join(POOLS)}")
-    backbone.pool = pool
+    backbone.pool = check("head.pool", pool)
     if pool == "avg":
         return backbone
     found = _global_average_pool(backbone.features)

@@ -1,6 +1,6 @@
 """The build step: a composed config in, the objects of a run out, each instantiated here and only here.
 
-    config ─ checks.check_config ─► policy ─► model_spec ─► backbone ─► datamodule ─► classifier
+    checked config ─► policy ─► model_spec ─► backbone ─► datamodule ─► classifier
                                                                     └► feature cache, callbacks, loggers, trainer
 
 Like lightning-hydra-template's single instantiation point: `run.pipeline.train`, `run.decide`,
@@ -36,7 +36,6 @@ from transferlab.distributed.sync_batchnorm import TimmAwareSyncBatchNorm
 from transferlab.errors import TransferlabError, hydra_refusal
 from transferlab.models.backbones import Backbone, create_backbone
 from transferlab.run import resolvers
-from transferlab.run.checks import check_config
 from transferlab.strategies.base import FreezePolicy
 
 log = logging.getLogger(__name__)
@@ -196,11 +195,25 @@ class Experiment:
     module: ImageClassifier
 
 
-def experiment(cfg: DictConfig) -> Experiment:
-    check_config(cfg)
+@dataclass(frozen=True)
+class Prebuilt:
+    """A backbone (with its spec) and datamodule built before the experiment: strategy=auto's probe's."""
+
+    spec: dict
+    backbone: Backbone
+    datamodule: ImageClassificationDataModule
+
+
+def experiment(cfg: DictConfig, prebuilt: Prebuilt | None = None) -> Experiment:
+    """The run's objects from a checked config (run.checks.check_config: the caller checks, once). A
+    `prebuilt` backbone and datamodule are used when the policy asks for the same backbone (not when
+    Inception's auxiliary classifier, off for the probe, trains from the first step)."""
     freeze_policy = policy(cfg)
-    spec, built_backbone = backbone(cfg, freeze_policy)
-    data = datamodule(cfg, built_backbone)
+    if prebuilt is not None and model_spec(cfg, freeze_policy) == prebuilt.spec:
+        spec, built_backbone, data = prebuilt.spec, prebuilt.backbone, prebuilt.datamodule
+    else:
+        spec, built_backbone = backbone(cfg, freeze_policy)
+        data = datamodule(cfg, built_backbone)
     module = classifier(
         cfg,
         spec,

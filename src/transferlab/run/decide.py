@@ -1,22 +1,28 @@
-"""strategy=auto's decision, made before anything of the run is built.
+"""strategy=auto's decision, made before the run's classifier is built.
 
-    config (strategy=auto) ─ probe: a frozen pretrained backbone over a sample of the training split ─►
-    decision table ─► the config `strategy=<choice>` composes from the same command line
+    config (strategy=auto) ─ backbone, datamodule (built once, for the probe and the run) ─ probe: the
+    frozen pretrained backbone over a sample of the training split ─► decision table ─► the config that
+    `strategy=<choice>` composes from the same command line
 
-The run then builds once, from that config: the strategy node and recipe (learning rate, epochs, early
-stopping) of `strategy=<choice>`, with the options the table chose; the rest as composed. The decided config replaces the run's
-saved `.hydra/config.yaml`, so `resume=<run dir>` continues with the choice and never probes again.
+The run then trains from that config: the strategy node and recipe (learning rate, epochs, early
+stopping) of `strategy=<choice>`, with the options the table chose; the rest as composed. The recipe is
+read by composing `strategy=<choice>` (the one reading that layers recipe= and experiment= over it as
+Hydra does); the run's own config is not composed again. The decided config replaces the run's saved
+`.hydra/config.yaml`, so `resume=<run dir>` continues with the choice and never probes again.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.run import build
-from transferlab.strategies.auto import Auto, Decision
+from transferlab.strategies.auto import Auto
 from transferlab.strategies.policies import HeadOnly
 
 log = logging.getLogger(__name__)
@@ -25,23 +31,42 @@ log = logging.getLogger(__name__)
 RECIPE_KEYS = ("optimizer.lr", "trainer.max_epochs", "callbacks.early_stopping")
 
 
-def decide(cfg: DictConfig, device: torch.device) -> Decision | None:
+@dataclass(frozen=True)
+class Decided:
+    cfg: DictConfig  # what the run trains: strategy=<choice> with its recipe
+    built: build.Prebuilt  # the probe's backbone and datamodule, which the run trains (build.experiment)
+
+
+def decide(cfg: DictConfig, command_line: list[str], device: torch.device) -> Decided | None:
     """None, unless the config's strategy decides from the data (auto): then its decision."""
     auto = build.built("strategy", cfg.strategy)
     if not isinstance(auto, Auto):
         return None
     # A frozen pass, as head_only makes it: pretrained weights, no auxiliary classifier.
-    _, backbone = build.backbone(cfg, HeadOnly())
+    spec, backbone = build.backbone(cfg, HeadOnly())
     data = build.datamodule(cfg, backbone)
     backbone.to(device).eval()
 
     def features(images: torch.Tensor) -> torch.Tensor:
         return backbone(images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images)
 
-    return auto.decide(features, data, len(backbone.blocks), device)
+    # The probe draws nothing the run would: the run's classifier starts from the generators' state
+    # after the backbone and datamodule were built, as under strategy=<choice> alone.
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        decision = auto.decide(features, data, len(backbone.blocks), device)
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    decided = decided_config(cfg, decision, command_line)
+    log.info(
+        "strategy=auto chose %s and trains with its recipe: %s",
+        decision.strategy,
+        recipe_changes(cfg, decided) or "unchanged",
+    )
+    return Decided(decided, build.Prebuilt(spec, backbone.train(), data))
 
 
-def decided_config(cfg: DictConfig, decision: Decision, command_line: list[str]) -> DictConfig:
+def decided_config(cfg: DictConfig, decision, command_line: list[str]) -> DictConfig:
     """A copy of `cfg` that trains as `strategy=<choice>` with the same command line does (where a value set
     there still wins): that strategy's node, with the options the table chose, and its recipe."""
     others = [o for o in command_line if build.override_key(o) != "strategy"]

@@ -6,7 +6,7 @@ import re
 
 from omegaconf import OmegaConf
 
-from transferlab.distributed import ranks
+from transferlab.distributed import identity
 
 
 def path_safe(name: object) -> str:
@@ -32,7 +32,7 @@ def register() -> None:
     if not OmegaConf.has_resolver("run_stamp"):
         # A run's directory name: its start time; the Slurm job for the tasks of one multi-task
         # (multi-node) run, which must all agree on it and may start seconds apart.
-        OmegaConf.register_new_resolver("run_stamp", ranks.run_stamp, use_cache=True)
+        OmegaConf.register_new_resolver("run_stamp", identity.run_stamp, use_cache=True)
     if not OmegaConf.has_resolver("config_subdir"):
         # A resumed run keeps the config it was started with in .hydra/.
         OmegaConf.register_new_resolver("config_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra")

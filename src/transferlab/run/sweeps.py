@@ -1,6 +1,6 @@
 """Sweeps that survive: continue an interrupted sweep, and one summary at its end.
 
-- Continue: every job writes its config's digest into metrics.json when it starts (`status: running`)
+- Continue: every job writes its config's digest (with options.SCHEMA_VERSION) into metrics.json when it starts (`status: running`)
   and keeps it there whatever its end. Running the same `-m` command again with the same
   `hydra.sweep.dir`, a job whose config (less where it writes) matches a completed or diverged job of
   that sweep is skipped, whatever its number now; one whose own directory holds an unfinished run of
@@ -26,34 +26,53 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.options import SCHEMA_VERSION
+
 log = logging.getLogger(__name__)
 
 # Statuses a continued sweep does not run again: the same config would end the same way.
 FINAL = ("completed", "diverged")
 # Keys that say where a run writes or how it reports, not what it trains.
 NOT_THE_EXPERIMENT = ("paths", "resume", "verbose")
-# Keys added later whose default trains as before they existed, and callbacks replaced by one that trains
-# the same: digested as before, so that a sweep continued across the upgrade still finds its finished jobs.
-ADDED_AT_DEFAULT = {("head", "init"): "torch", ("data", "augment", "rotation_fill"): "black"}
-SAME_TARGETS = {"transferlab.callbacks.stops.EarlyStopping": "lightning.pytorch.callbacks.EarlyStopping"}
 
 
-def config_digest(cfg: DictConfig) -> str:
-    """What a job trains, as a digest of its composed config (interpolations unresolved, so the digest
-    does not depend on the directory it writes to)."""
+def experiment_content(cfg: DictConfig) -> dict:
+    """What a job trains: its composed config, interpolations unresolved (so that it does not depend on
+    the directory it writes to), less where it writes and how it reports."""
     content = OmegaConf.to_container(cfg, resolve=False)
     for key in NOT_THE_EXPERIMENT:
         content.pop(key, None)
-    for (*parents, key), default in ADDED_AT_DEFAULT.items():
-        node = content
-        for parent in parents:
-            node = node.get(parent) if isinstance(node, dict) else None
+    return content
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """`<schema version>-<digest of what the job trains>`: a new option changes every digest by itself,
+    and options.SCHEMA_VERSION marks a change in what the same config trains (nothing to list here)."""
+    content = {"schema": SCHEMA_VERSION, "config": experiment_content(cfg)}
+    return (
+        f"{SCHEMA_VERSION}-{hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]}"
+    )
+
+
+def schema1_digest(cfg: DictConfig) -> str:
+    """The digest schema 1 wrote (transferlab before options.SCHEMA_VERSION), so that a sweep started then
+    and continued now skips its finished jobs. Frozen as it was: it drops the two options schema 1 added
+    at a default that trained as before, and reads transferlab's EarlyStopping as Lightning's."""
+    content = experiment_content(cfg)
+    for section, key, default in (("head", "init", "torch"), ("augment", "rotation_fill", "black")):
+        node = content.get("data", {}) if section == "augment" else content
+        node = node.get(section) if isinstance(node, dict) else None
         if isinstance(node, dict) and node.get(key) == default:
             del node[key]
     for callback in (content.get("callbacks") or {}).values():
-        if isinstance(callback, dict) and callback.get("_target_") in SAME_TARGETS:
-            callback["_target_"] = SAME_TARGETS[callback["_target_"]]
+        if isinstance(callback, dict) and callback.get("_target_") == "transferlab.callbacks.stops.EarlyStopping":
+            callback["_target_"] = "lightning.pytorch.callbacks.EarlyStopping"
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def job_digests(cfg: DictConfig) -> tuple[str, ...]:
+    """The digests a finished job of this config may carry: today's, then schema 1's."""
+    return (config_digest(cfg), schema1_digest(cfg))
 
 
 def read_metrics(path: Path) -> dict:
@@ -73,9 +92,10 @@ class Earlier:
     checkpoint: Path | None = None  # this job's own unfinished run: continue from it
 
 
-def earlier_attempt(digest: str, output_dir: Path, sweep_dir: Path) -> Earlier:
+def earlier_attempt(digests: tuple[str, ...], output_dir: Path, sweep_dir: Path) -> Earlier:
+    """`digests`: this job's config's (job_digests), today's first."""
     own = read_metrics(output_dir / "metrics.json")
-    if own.get("config_digest") == digest:
+    if own.get("config_digest") in digests:
         if own.get("status") in FINAL:
             return Earlier(own, output_dir)
         last = output_dir / "checkpoints" / "last.ckpt"
@@ -83,7 +103,7 @@ def earlier_attempt(digest: str, output_dir: Path, sweep_dir: Path) -> Earlier:
             return Earlier(checkpoint=last, where=output_dir)
     for other in sorted(sweep_dir.glob("*/metrics.json")):
         found = read_metrics(other)
-        if other.parent != output_dir and found.get("config_digest") == digest and found.get("status") in FINAL:
+        if other.parent != output_dir and found.get("config_digest") in digests and found.get("status") in FINAL:
             return Earlier(found, other.parent)
     return Earlier()
 

@@ -47,8 +47,9 @@ from transferlab import console
 from transferlab.callbacks.progress import log_lines_above_the_bar
 from transferlab.errors import TransferlabError
 from transferlab.models.backbones import create_backbone, list_backbones
+from transferlab.options import Rule
 from transferlab.run import build
-from transferlab.run.checks import Rule, check_config
+from transferlab.run.checks import check_config
 from transferlab.run.pipeline import pre_fit_device
 from transferlab.screen.measure import measure, warm
 from transferlab.screen.report import Entry, Screened, markdown, plot

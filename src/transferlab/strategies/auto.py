@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Subset
 
 from transferlab.caches.features import frozen_features
 from transferlab.errors import TransferlabError
+from transferlab.options import check
 from transferlab.strategies.probe import linear_probe_score, probe_sample
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,8 @@ class Auto:
     name = "auto"
 
     def __post_init__(self) -> None:
-        if self.max_images < 1:
-            raise TransferlabError(
-                f"strategy.max_images={self.max_images}: choose how many training images the linear probe may use (default 2000)"
-            )
+        for key in ("many_per_class", "similar", "top_n", "max_images"):
+            check(f"strategy.{key}", getattr(self, key))
 
     def decide(
         self,

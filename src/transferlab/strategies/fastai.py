@@ -33,7 +33,7 @@ import lightning as L
 from torch import nn
 from torch.optim import Optimizer
 
-from transferlab.errors import TransferlabError
+from transferlab.options import check
 from transferlab.strategies.base import FreezePolicy, set_trainable
 
 log = logging.getLogger(__name__)
@@ -83,24 +83,25 @@ class FastaiFineTune(FreezePolicy):
 
     def __init__(
         self,
-        epochs: int | None = None,
+        epochs: int = 9,
         freeze_epochs: int = 1,
         lr_mult: float = 100.0,
         pct_start: float = 0.3,
         div: float = 5.0,
         div_final: float = 1e5,
-        train_bn: bool = False,
-        wd_bn_bias: bool = True,
+        train_bn: bool = True,
+        wd_bn_bias: bool = False,
     ) -> None:
-        """`epochs` None, `train_bn` false and `wd_bn_bias` true: what a run saved before these options trained
-        (the unfrozen phase spans the rest of trainer.max_epochs, BatchNorm held while frozen, weight decay on
-        every head parameter), so that it resumes as it began; conf/strategy/fastai_fine_tune.yaml sets all
-        three as fastai's for new runs."""
+        """fastai's fine_tune as conf/strategy/fastai_fine_tune.yaml sets it (a run saved before epochs,
+        train_bn and wd_bn_bias existed resumes with what it trained: options.AS_SAVED_BEFORE)."""
         super().__init__()
-        if freeze_epochs < 1:
-            raise TransferlabError(f"strategy.freeze_epochs={freeze_epochs}: fine_tune trains the head alone first")
-        self.epochs, self.freeze_epochs, self.lr_mult, self.pct_start = epochs, freeze_epochs, lr_mult, pct_start
-        self.div, self.div_final, self.train_bn, self.wd_bn_bias = div, div_final, train_bn, wd_bn_bias
+        self.epochs, self.freeze_epochs = (
+            check("strategy.epochs", epochs),
+            check("strategy.freeze_epochs", freeze_epochs),
+        )
+        self.lr_mult, self.pct_start = check("strategy.lr_mult", lr_mult), check("strategy.pct_start", pct_start)
+        self.div, self.div_final = check("strategy.div", div), check("strategy.div_final", div_final)
+        self.train_bn, self.wd_bn_bias = check("strategy.train_bn", train_bn), check("strategy.wd_bn_bias", wd_bn_bias)
 
     @property
     def frozen_backbone_epochs(self) -> int:
@@ -109,7 +110,7 @@ class FastaiFineTune(FreezePolicy):
 
     def epoch_plan(self) -> str:
         """How the run's epochs divide, for its first line."""
-        return f"fastai's fine_tune({self.epochs}): {self.freeze_epochs} frozen + {self.epochs}" if self.epochs else ""
+        return f"fastai's fine_tune({self.epochs}): {self.freeze_epochs} frozen + {self.epochs}"
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)

@@ -7,6 +7,7 @@ import lightning as L
 from torch.optim import Optimizer
 
 from transferlab.errors import TransferlabError
+from transferlab.options import check
 from transferlab.strategies.base import FreezePolicy, block_paths, reinitialise, set_trainable
 
 
@@ -28,9 +29,9 @@ class FullFinetune(FreezePolicy):
     name = "full_finetune"
     freezes_backbone = False
 
-    def __init__(self, backbone_lr_scale: float = 1.0) -> None:
+    def __init__(self, backbone_lr_scale: float = 0.1) -> None:
         super().__init__()
-        self.backbone_lr_scale = backbone_lr_scale
+        self.backbone_lr_scale = check("strategy.backbone_lr_scale", backbone_lr_scale)
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], True)
@@ -46,9 +47,8 @@ class TopBlocks(FreezePolicy):
 
     def __init__(self, n: int = 2, reinit: bool = False, backbone_lr_scale: float = 1.0) -> None:
         super().__init__()
-        if n < 1:
-            raise TransferlabError(f"strategy.n={n}: train at least one block (or use strategy=head_only)")
-        self.n, self.reinit, self.backbone_lr_scale = n, reinit, backbone_lr_scale
+        self.n, self.reinit = check("strategy.n", n), check("strategy.reinit", reinit)
+        self.backbone_lr_scale = check("strategy.backbone_lr_scale", backbone_lr_scale)
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         blocks = pl_module.backbone.blocks
@@ -75,9 +75,10 @@ class TwoPhase(FreezePolicy):
 
     name = "two_phase"
 
-    def __init__(self, head_epochs: int = 1, unfreeze_lr_scale: float = 0.01) -> None:
+    def __init__(self, head_epochs: int = 2, unfreeze_lr_scale: float = 0.01) -> None:
         super().__init__()
-        self.head_epochs, self.unfreeze_lr_scale = head_epochs, unfreeze_lr_scale
+        self.head_epochs = check("strategy.head_epochs", head_epochs)
+        self.unfreeze_lr_scale = check("strategy.unfreeze_lr_scale", unfreeze_lr_scale)
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], False)
@@ -113,9 +114,7 @@ class Discriminative(FreezePolicy):
 
     def __init__(self, decay: float = 0.5) -> None:
         super().__init__()
-        if not 0 < decay <= 1:
-            raise TransferlabError(f"strategy.decay={decay}: choose 0 < decay ≤ 1")
-        self.decay = decay
+        self.decay = check("strategy.decay", decay)
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         set_trainable([pl_module.backbone], True)
@@ -132,11 +131,7 @@ class Gradual(FreezePolicy):
 
     def __init__(self, every: int = 1, decay: float = 0.5) -> None:
         super().__init__()
-        if every < 1:
-            raise TransferlabError(f"strategy.every={every}: unfreeze a block every 1 or more epochs")
-        if not 0 < decay <= 1:
-            raise TransferlabError(f"strategy.decay={decay}: choose 0 < decay ≤ 1")
-        self.every, self.decay = every, decay
+        self.every, self.decay = check("strategy.every", every), check("strategy.decay", decay)
 
     @property
     def frozen_backbone_epochs(self) -> int:
