@@ -78,6 +78,35 @@ def test_every_private_upstream_name_src_uses_is_registered():
     assert unregistered == {}, "list these in src/transferlab/internals.py (INTERNALS)"
 
 
+# Public names on Lightning's loops and trainer that its docs call internal: reached only through the registry.
+LOOP_NAMES = {"fit_loop", "epoch_loop", "batch_progress", "reload_dataloaders_every_n_epochs", "setup_data"}
+
+
+def test_lightnings_loop_internals_are_reached_only_through_the_registry():
+    """An attribute chain on trainer.fit_loop (or the reload switch) outside internals.py is one that an
+    upgrade can break silently; through `require`/`assign` it is one error naming it."""
+    found = []
+    for path in (ROOT / "src").rglob("*.py"):
+        if path.name == "internals.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in LOOP_NAMES:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
+    assert found == []
+    registered = {part for internal in INTERNALS for part in internal.name.split(".")}
+    assert registered >= LOOP_NAMES
+
+
+def test_a_loop_internal_lightning_dropped_is_one_error_and_nothing_is_set(monkeypatch):
+    trainer = internals._new_trainer()
+    internals.assign(internals.RELOAD_DATALOADERS, trainer, 1)
+    assert trainer.reload_dataloaders_every_n_epochs == 1
+    missing = SimpleNamespace(fit_loop=SimpleNamespace())
+    with pytest.raises(UpstreamInternalMissing, match=r"Trainer\.fit_loop\.max_epochs.*tune\.lr_find"):
+        internals.assign(internals.FIT_LOOP_MAX_EPOCHS, missing, 5)
+    assert not hasattr(missing.fit_loop, "max_epochs"), "no attribute added that Lightning never reads"
+
+
 def test_ddp_install_replaces_both_launcher_commands(monkeypatch):
     for module in (fabric_launcher, trainer_launcher):  # restored after the test
         monkeypatch.setattr(module, "_hydra_subprocess_cmd", module._hydra_subprocess_cmd)

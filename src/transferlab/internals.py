@@ -35,12 +35,6 @@ def _new_scheduler() -> Any:
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
 
 
-def _new_module() -> Any:
-    import torch
-
-    return torch.nn.Module()
-
-
 @dataclass(frozen=True)
 class Internal:
     library: str  # the distribution whose version the error names
@@ -52,7 +46,7 @@ class Internal:
     workaround: str = ""  # what a run can do instead, if anything, until transferlab follows the change
 
     @property
-    def where(self) -> str:
+    def where(self) -> str:  # a dotted name is an attribute chain from the owner (fit_loop.max_epochs)
         return f"{self.owner.replace(':', '.')}.{self.name}"
 
     def owner_object(self) -> Any:
@@ -130,25 +124,49 @@ SCHEDULER_LAST_LR = Internal(
     instance=_new_scheduler,
     workaround="train with scheduler=none",
 )
-BATCHNORM_BASE = Internal(
-    "torch",
-    "torch.nn.modules.batchnorm",
-    "_BatchNorm",
-    "recognise every BatchNorm layer to synchronise (transferlab.distributed.sync_batchnorm)",
+LOOP_WORKAROUND = "install the Lightning version transferlab was checked with"
+
+
+def _new_trainer() -> Any:
+    from lightning.pytorch import Trainer
+
+    return Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+
+
+# Lightning's loops: public names on objects Lightning documents as internal (the loop classes are private).
+FIT_LOOP_SETUP_DATA = Internal(
+    "lightning",
+    "lightning.pytorch:Trainer",
+    "fit_loop.setup_data",
+    "load the training data to count a per-step schedule's steps when Lightning has not yet "
+    "(transferlab.classifier.module.ImageClassifier.step_budget)",
+    instance=_new_trainer,
+    workaround="train with scheduler=cosine or none",
 )
-MODULE_PARAMETERS = Internal(
-    "torch",
-    "torch.nn:Module",
-    "_parameters",
-    "put the synchronised layers' tensors back into the original BatchNorm modules (transferlab.distributed.sync_batchnorm revert)",
-    instance=_new_module,
+FIT_LOOP_MAX_EPOCHS = Internal(
+    "lightning",
+    "lightning.pytorch:Trainer",
+    "fit_loop.max_epochs",
+    "let tune.lr_find's range test run its steps in a short run (transferlab.run.lr_finder)",
+    instance=_new_trainer,
+    workaround="set optimizer.lr instead of tune.lr_find=true",
 )
-MODULE_BUFFERS = Internal(
-    "torch",
-    "torch.nn:Module",
-    "_buffers",
-    "put the synchronised layers' buffers back into the original BatchNorm modules (transferlab.distributed.sync_batchnorm revert)",
-    instance=_new_module,
+EPOCH_BATCH_PROGRESS = Internal(
+    "lightning",
+    "lightning.pytorch:Trainer",
+    "fit_loop.epoch_loop.batch_progress",
+    "know a mid-epoch checkpoint's place in its epoch (the training loader's state, the first line of a resumed run)",
+    instance=_new_trainer,
+    workaround=LOOP_WORKAROUND,
+)
+RELOAD_DATALOADERS = Internal(
+    "lightning",
+    "lightning.pytorch:Trainer",
+    "reload_dataloaders_every_n_epochs",
+    "switch the loaders from cached features back to images when the backbone starts training "
+    "(transferlab.caches.features.BackToImages)",
+    instance=_new_trainer,
+    workaround="train with feature_cache.enabled=false",
 )
 
 INTERNALS: tuple[Internal, ...] = (
@@ -158,20 +176,35 @@ INTERNALS: tuple[Internal, ...] = (
     DDP_STRATEGY_REGISTER_HOOKS,
     DDP_REMOVE_AUTOGRAD_HOOKS,
     SCHEDULER_LAST_LR,
-    BATCHNORM_BASE,
-    MODULE_PARAMETERS,
-    MODULE_BUFFERS,
+    FIT_LOOP_SETUP_DATA,
+    FIT_LOOP_MAX_EPOCHS,
+    EPOCH_BATCH_PROGRESS,
+    RELOAD_DATALOADERS,
 )
 
 
 def require(internal: Internal, on: Any = None) -> Any:
-    """`internal`'s attribute, looked up on `on` (the module, class or instance at hand) or, without
-    one, on the registered owner; raises UpstreamInternalMissing if it is not there."""
-    owner = internal.owner_object() if on is None else on
+    """`internal`'s attribute (a dotted name walks down: `fit_loop.max_epochs`), looked up on `on` (the
+    module, class or instance at hand) or, without one, on the registered owner; raises
+    UpstreamInternalMissing if it is not there."""
+    found = internal.owner_object() if on is None else on
     try:
-        return getattr(owner, internal.name)
+        for part in internal.name.split("."):
+            found = getattr(found, part)
     except AttributeError:
         raise internal.missing() from None
+    return found
+
+
+def assign(internal: Internal, on: Any, value: Any) -> None:
+    """Set `internal`'s attribute on `on` to `value`, once `require` found it there (never a new attribute
+    that the library would not read)."""
+    require(internal, on)
+    *parents, name = internal.name.split(".")
+    owner = on
+    for part in parents:
+        owner = getattr(owner, part)
+    setattr(owner, name, value)
 
 
 def missing_internals() -> list[Internal]:

@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
 
+from transferlab import internals
 from transferlab.caches.decoded import DECODING_LIBRARIES
 from transferlab.console import Progress
 from transferlab.files import library_versions, locked, partial_path
@@ -280,9 +281,9 @@ class BackToImages(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            trainer.reload_dataloaders_every_n_epochs = 1
+            internals.assign(internals.RELOAD_DATALOADERS, trainer, 1)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning has just rebuilt the validation loader for this epoch (after the training one).
         if not trainer.sanity_checking and trainer.current_epoch >= self.until_epoch:
-            trainer.reload_dataloaders_every_n_epochs = 0
+            internals.assign(internals.RELOAD_DATALOADERS, trainer, 0)

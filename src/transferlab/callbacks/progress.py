@@ -14,6 +14,7 @@ import time
 
 import lightning as L
 
+from transferlab import internals
 from transferlab.console import Progress
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class EpochLine(L.Callback):
             span = f"training until step {trainer.max_steps}"
         else:
             # Inside an epoch only when a signal's checkpoint stopped it there (an epoch-end one says all).
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            done = internals.require(internals.EPOCH_BATCH_PROGRESS, trainer).current.completed
             inside = done if 0 < done < trainer.num_training_batches else 0
             if first == 1 and not inside:
                 span = f"training {last} epoch{'s' * (last != 1)}"

@@ -26,6 +26,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.wrappers import ClasswiseWrapper
 
+from transferlab import internals
 from transferlab.caches.features import FeatureBatch
 from transferlab.classifier.schedules import build_scheduler
 from transferlab.models.backbones import Backbone, create_backbone
@@ -258,7 +259,7 @@ class ImageClassifier(L.LightningModule):
         """(optimizer steps of the whole run, optimizer steps an epoch), for a per-step schedule."""
         total = self.trainer.estimated_stepping_batches  # loads the training data, unless max_steps alone decides
         if not math.isfinite(self.trainer.num_training_batches):
-            self.trainer.fit_loop.setup_data()  # what estimated_stepping_batches does when it needs the loader
+            internals.require(internals.FIT_LOOP_SETUP_DATA, self.trainer)()  # as estimated_stepping_batches does
         per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
         return total, per_epoch
 

@@ -18,6 +18,7 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from transferlab import internals
 from transferlab.caches.decoded import DecodedImages, decode_images
 from transferlab.data.transforms import Augment, DecodedTransform, build_transforms, resize_size
 from transferlab.errors import TransferlabError
@@ -104,7 +105,7 @@ class LabelledImages(Dataset):
         self.split = split
         self.transform = transform
         self.seed = seed
-        self.decoded = decoded  # the split's images already decoded (data/decoded.py), else read files
+        self.decoded = decoded  # the split's images already decoded (caches/decoded.py), else read files
 
     def __len__(self) -> int:
         return len(self.split.labels)
@@ -377,7 +378,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         `processed`, since a stop raised in on_train_batch_end comes after the step and before Lightning
         counts the batch completed (a resumed Lightning completes it, and so skips it too)."""
         trainer = self.trainer
-        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
+        return (
+            internals.require(internals.EPOCH_BATCH_PROGRESS, trainer).current.processed if trainer is not None else 0
+        )
 
     def balanced_weights(self, split: str) -> torch.Tensor:
         """1 / (images of its class) for every image: each class is drawn as often as any other."""

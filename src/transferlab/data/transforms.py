@@ -64,7 +64,7 @@ def denormalize(images: torch.Tensor, config: DataConfig) -> torch.Tensor:
     return (images * std + mean).clamp(0, 1)
 
 
-# -- The same transforms on decoded uint8 images (the decode cache, data/decoded.py) ---------------
+# -- The same transforms on decoded uint8 images (the decode cache, caches/decoded.py) ---------------
 #
 # The decode cache stores every image once, resized so that its short side is
 # `resize_size(config)`: exactly the evaluation Resize of `build_transforms`, so the

@@ -22,7 +22,10 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.plugins.layer_sync import LayerSync
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+# Every BatchNorm layer, by torch's public classes (their private base, _BatchNorm, is not needed):
+# timm's BatchNormAct2d and SplitBatchNorm2d subclass BatchNorm2d.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class _SumOverProcesses(torch.autograd.Function):
         return total
 
 
-def global_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+def global_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """`bn` in training mode over the batch of every process (this process holds `x`, its share).
     Statistics in float32 whatever the input (bf16 sums lose the mean; fp16 sums overflow), as
     torch's BatchNorm; the output in the input's dtype."""
@@ -69,7 +72,7 @@ def global_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     return normalised.to(dtype)
 
 
-def _all_reduce_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+def _all_reduce_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     if not self.training or not (dist.is_available() and dist.is_initialized()):
         return type(self).__mro__[1].forward(self, x)  # the layer's own class
     y = global_batch_norm(self, x)
@@ -87,7 +90,7 @@ def _all_reduce_class(cls: type) -> type:
 
 def _known_batchnorms() -> dict[type, type]:
     """The layers whose forward is BatchNorm (then, for timm's, dropout and activation) and nothing else:
-    other _BatchNorm subclasses (timm's SplitBatchNorm2d, ...) are left alone rather than rewritten."""
+    other BatchNorm subclasses (timm's SplitBatchNorm2d, ...) are left alone rather than rewritten."""
     from timm.layers import BatchNormAct2d
 
     classes = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, BatchNormAct2d)
@@ -116,7 +119,7 @@ class TimmAwareSyncBatchNorm(LayerSync):
         self.replaced = [
             (name, module)
             for name, module in model.named_modules()
-            if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm)
+            if isinstance(module, BATCH_NORMS) and not isinstance(module, nn.SyncBatchNorm)
         ]
         log.info(
             "trainer.sync_batchnorm: %d BatchNorm layers synchronised across processes (timm's converter)",
@@ -128,7 +131,9 @@ class TimmAwareSyncBatchNorm(LayerSync):
         """Same modules, parameters and buffers; their training statistics come from all processes."""
         self.reclassed = [(m, type(m)) for m in model.modules() if type(m) in ALL_REDUCE_CLASSES]
         others = {
-            type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm) and type(m) not in ALL_REDUCE_CLASSES
+            type(m).__name__
+            for m in model.modules()
+            if isinstance(m, BATCH_NORMS) and type(m) not in ALL_REDUCE_CLASSES
         }
         if others:
             log.warning(
@@ -152,10 +157,12 @@ class TimmAwareSyncBatchNorm(LayerSync):
             parent_path, _, child = path.rpartition(".")
             parent = model.get_submodule(parent_path)
             converted = getattr(parent, child)
+            # setattr on a name a module already holds as a parameter or buffer replaces it in place
+            # (a buffer keeps its persistence): Module's public way to swap a tensor.
             for name, param in converted.named_parameters(recurse=False):
-                original._parameters[name] = param
+                setattr(original, name, param)
             for name, buffer in converted.named_buffers(recurse=False):
-                original._buffers[name] = buffer
+                setattr(original, name, buffer)
             original.train(converted.training)
             setattr(parent, child, original)
         self.replaced, self.reclassed = [], []

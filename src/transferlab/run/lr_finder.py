@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.tuner import Tuner
 
+from transferlab import internals
 from transferlab.callbacks.figures import tensorboard
 from transferlab.errors import TransferlabError
 
@@ -27,16 +28,14 @@ def find_learning_rate(
     every policy scales: hparams.optimizer["lr"]), log the curve to TensorBoard and return it."""
     # update_attr=False: Lightning looks for a top-level `lr` attribute; ours is the optimizer config's.
     # The range test counts steps, not epochs: a short run (few batches, few epochs) must not cut it short.
-    max_epochs, trainer.fit_loop.max_epochs = (
-        trainer.fit_loop.max_epochs,
-        max(trainer.fit_loop.max_epochs, num_training),
-    )
+    max_epochs = internals.require(internals.FIT_LOOP_MAX_EPOCHS, trainer)
+    internals.assign(internals.FIT_LOOP_MAX_EPOCHS, trainer, max(max_epochs, num_training))
     try:
         finder = Tuner(trainer).lr_find(
             module, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr, num_training=num_training, update_attr=False
         )
     finally:
-        trainer.fit_loop.max_epochs = max_epochs
+        internals.assign(internals.FIT_LOOP_MAX_EPOCHS, trainer, max_epochs)
     suggestion = minimum_over_ten(finder.results) if finder is not None else None
     if suggestion is None:
         raise TransferlabError(
