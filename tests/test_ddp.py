@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from transferlab.classifier.module import ImageClassifier
-from transferlab.data.base import EpochSampler
+from transferlab.data.loading import EpochSampler
 from transferlab.distributed import ranks
 from transferlab.distributed.sync_batchnorm import TimmAwareSyncBatchNorm, global_batch_norm
 from transferlab.models.backbones import create_backbone

@@ -6,6 +6,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from transferlab.stable_hash import seed_of
+
 
 class SeedEachBatch(Callback):
     """Reseed torch's random generators before each training batch from (seed, epoch, batch),
@@ -24,7 +26,7 @@ class SeedEachBatch(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         key = (self.seed, trainer.current_epoch, batch_idx)
-        seed = hash(key if trainer.world_size == 1 else (*key, trainer.global_rank)) & 0x7FFF_FFFF
+        seed = seed_of(*key) if trainer.world_size == 1 else seed_of(*key, trainer.global_rank)
         torch.default_generator.manual_seed(seed)
         if torch.cuda.is_initialized():
             torch.cuda.manual_seed_all(seed)

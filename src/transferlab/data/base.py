@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
-import random
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import lightning as L
-import numpy as np
 import torch
-import torch.distributed as dist
-from PIL import Image
-from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from transferlab import internals
 from transferlab.caches.decoded import DecodedImages, decode_images
+from transferlab.data.loading import EpochSampler, LabelledImages, ResumableLoader
+from transferlab.data.splits import Split, holdout, percent, split_lines
 from transferlab.data.transforms import Augment, DecodedTransform, build_transforms, resize_size
 from transferlab.errors import TransferlabError
-from transferlab.images import ImageSource, load_rgb
 from transferlab.models.data_config import DataConfig
 from transferlab.options import check
 
@@ -30,172 +24,6 @@ if TYPE_CHECKING:  # the cache builds on the datamodule, not the other way round
     from transferlab.caches.features import CachedFeatures
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Split:
-    images: list[ImageSource]
-    labels: list[int]
-    source: str = ""  # where the split came from, printed at the start of a run ("the folder val/")
-
-
-def subset(images: Sequence[ImageSource], labels: Sequence[int], indices, source: str = "") -> Split:
-    ordered = sorted(int(i) for i in indices)
-    return Split([images[i] for i in ordered], [labels[i] for i in ordered], source)
-
-
-def holdout(images: Sequence[ImageSource], labels: Sequence[int], size: int | float, seed: int) -> tuple[Split, Split]:
-    """A seeded, stratified (rest, held-out) split."""
-    rest, held = train_test_split(np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed)
-    return subset(images, labels, rest), subset(images, labels, held)
-
-
-def percent(fraction: float) -> str:
-    return f"{100 * fraction:g}"
-
-
-# Selection on fewer validation images than this is noisy: one image moves val/acc by a point or more.
-SMALL_VALIDATION = 100
-# The largest class over the smallest above this: accuracy alone hides how the small classes fare.
-IMBALANCED = 3.0
-
-
-def split_lines(class_names: Sequence[str], splits: dict[str, Split]) -> tuple[list[str], list[str]]:
-    """One line per split (its images a class and where it came from), and warnings about them."""
-    lines, warnings = [], []
-    for name, split in splits.items():
-        counts = np.bincount(split.labels, minlength=len(class_names))
-        if len(class_names) <= 4:
-            per_class = ", ".join(f"{c} {n:,}" for c, n in zip(class_names, counts, strict=True))
-        else:
-            low, high = counts.min(), counts.max()
-            per_class = f"{low:,} a class" if low == high else f"{low:,}–{high:,} a class"
-        lines.append(f"  {name:<5} {len(split.labels):>7,} images ({per_class}): {split.source or 'as given'}")
-        if name == "train" and "val" not in splits:
-            lines.append(
-                "  val      none: data.val_fraction=0, so nothing chooses an epoch or stops early: the run trains "
-                "every epoch on all of train/ and tests the last epoch's weights"
-            )
-        missing = [c for c, n in zip(class_names, counts, strict=True) if n == 0]
-        if missing:
-            consequence = "the model cannot learn them" if name == "train" else "nothing measures them"
-            warnings.append(f"the {name} split has no images of {', '.join(map(repr, missing))}: {consequence}")
-        if name == "train" and counts.min() > 0 and counts.max() > IMBALANCED * counts.min():
-            small, large = int(counts.argmin()), int(counts.argmax())
-            warnings.append(
-                f"imbalanced: the train split has {counts[large]:,} {class_names[large]!r} images but "
-                f"{counts[small]:,} {class_names[small]!r}; see balanced accuracy and per-class F1 in metrics.json"
-            )
-        if name == "val" and len(split.labels) < SMALL_VALIDATION:
-            warnings.append(
-                f"the val split has {len(split.labels)} images: choosing the best epoch on so few is noisy "
-                f"(one image is {100 / len(split.labels):.1f} points of val/acc)"
-            )
-    return lines, warnings
-
-
-class LabelledImages(Dataset):
-    """Images with labels; a key `(epoch, index)` makes the random augmentation of that
-    sample in that epoch a function of (seed, epoch, index) alone, so a resumed run, any
-    number of workers and persistent workers all see exactly the same augmented images."""
-
-    def __init__(
-        self, split: Split, transform: Callable, seed: int, decoded: Sequence[np.ndarray] | None = None
-    ) -> None:
-        self.split = split
-        self.transform = transform
-        self.seed = seed
-        self.decoded = decoded  # the split's images already decoded (caches/decoded.py), else read files
-
-    def __len__(self) -> int:
-        return len(self.split.labels)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        epoch, index = key if isinstance(key, tuple) else (None, key)
-        if epoch is None:
-            return self.transform(self.image(index)), self.split.labels[index]
-        seed = hash((self.seed, epoch, index)) & 0x7FFF_FFFF
-        if self.decoded is not None:  # the tensor transforms draw from a generator of their own
-            return self.transform(self.image(index), random.Random(seed)), self.split.labels[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(self.image(index)), self.split.labels[index]
-
-    def image(self, index: int) -> np.ndarray | Image.Image:
-        return self.decoded[index] if self.decoded is not None else load_rgb(self.split.images[index])
-
-
-class EpochSampler(Sampler):
-    """Seeded per-epoch shuffling that survives a resume (Lightning calls `set_epoch`).
-
-    Under DDP each rank takes every world_size-th index, so the trainer runs with
-    `use_distributed_sampler=False`. Training shares are padded to equal length (as
-    DistributedSampler does: every rank must take the same number of steps); evaluation
-    shares are not, so that val/test metrics count every image exactly once.
-    """
-
-    def __init__(
-        self, size: int, seed: int, shuffle: bool, keyed_by_epoch: bool, weights: torch.Tensor | None = None
-    ) -> None:
-        self.size, self.seed, self.shuffle, self.keyed_by_epoch = size, seed, shuffle, keyed_by_epoch
-        # Per-index drawing weights (data.sampler=balanced): each epoch draws `size` indices with
-        # replacement, seeded by epoch, instead of a permutation.
-        self.weights = weights
-        self.resume_at: tuple[int, int] | None = None  # (epoch, this rank's indices already trained on)
-        self.epoch = 0
-        distributed = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if distributed else 0
-        self.world_size = dist.get_world_size() if distributed else 1
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def dataset_indices(self, batch_idx: int, batch_size: int, count: int) -> list[int]:
-        """The dataset index of each of the `count` items of this rank's batch `batch_idx`, for an
-        unshuffled (evaluation) loader: each rank takes every world_size-th image."""
-        first = batch_idx * batch_size
-        return [(first + i) * self.world_size + self.rank for i in range(count)]
-
-    def __len__(self) -> int:
-        if self.shuffle:  # training: padded
-            return math.ceil(self.size / self.world_size)
-        return len(range(self.rank, self.size, self.world_size))
-
-    def __iter__(self) -> Iterator[int | tuple[int, int]]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            if self.weights is not None:
-                order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
-            else:
-                order = torch.randperm(self.size, generator=generator).tolist()
-        else:
-            order = list(range(self.size))
-        if self.shuffle:
-            order = order + order[: len(self) * self.world_size - self.size]
-        mine = order[self.rank :: self.world_size]
-        if self.resume_at is not None and self.resume_at[0] == self.epoch:  # a mid-epoch checkpoint's epoch
-            mine = mine[self.resume_at[1] :]
-        self.resume_at = None
-        for index in mine:
-            yield (self.epoch, index) if self.keyed_by_epoch else index
-
-
-class ResumableLoader(DataLoader):
-    """The training loader, with the state Lightning keeps in a mid-epoch checkpoint (a run stopped by a
-    signal: callbacks/stops.py): the epoch and how many of its batches were trained. Restored, the epoch
-    continues with the batches it had not reached, in the same order, so the resumed run trains what an
-    uninterrupted one would. `trained_batches` reads the trainer's count: the loader itself runs ahead
-    (prefetching), the count of trained batches does not."""
-
-    def __init__(self, *args: Any, trained_batches: Callable[[], int], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.trained_batches = trained_batches
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": int(self.trained_batches())}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.resume_at = (int(state["epoch"]), int(state["batches"]) * int(self.batch_size))
 
 
 class ImageClassificationDataModule(L.LightningDataModule):

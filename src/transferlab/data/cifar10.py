@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.base import ImageClassificationDataModule, Split, holdout
+from transferlab.data.base import ImageClassificationDataModule
 from transferlab.data.download import Remote, download, extract
+from transferlab.data.splits import Split, holdout
 from transferlab.errors import TransferlabError
 
 FOLDER = "cifar-10-batches-py"

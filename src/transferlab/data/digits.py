@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from transferlab.data.base import ImageClassificationDataModule, Split
+from transferlab.data.base import ImageClassificationDataModule
+from transferlab.data.splits import Split
 
 
 class DigitsDataModule(ImageClassificationDataModule):
+    def __init__(self, split_fractions: Sequence[float] = (0.6, 0.2, 0.2), **kwargs) -> None:
+        """60/20/20 % of the 1,797 images (conf/data/digits.yaml): a fifth to test on, as scikit-learn's examples."""
+        super().__init__(split_fractions=split_fractions, **kwargs)
+
     def find_splits(self) -> tuple[list[str], dict[str, Split]]:
         from sklearn.datasets import load_digits
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.base import ImageClassificationDataModule, Split, holdout
+from transferlab.data.base import ImageClassificationDataModule
 from transferlab.data.download import Remote, download
+from transferlab.data.splits import Split, holdout
 from transferlab.errors import TransferlabError
 
 FILES = {  # file → md5 published with the dataset (and used by torchvision)

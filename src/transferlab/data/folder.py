@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.base import ImageClassificationDataModule, Split, subset
+from transferlab.data.base import ImageClassificationDataModule
 from transferlab.data.scan import scan
+from transferlab.data.splits import Split, subset
 from transferlab.errors import TransferlabError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

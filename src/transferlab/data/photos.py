@@ -15,7 +15,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from transferlab.data.base import ImageClassificationDataModule, Split
+from transferlab.data.base import ImageClassificationDataModule
+from transferlab.data.splits import Split
 from transferlab.errors import TransferlabError
 
 SPLITS = ("train", "val", "test")

@@ -18,9 +18,10 @@ import csv
 import logging
 from pathlib import Path
 
-from transferlab.data.base import ImageClassificationDataModule, Split
+from transferlab.data.base import ImageClassificationDataModule
 from transferlab.data.folder import carve_validation
 from transferlab.data.scan import scan
+from transferlab.data.splits import Split
 from transferlab.errors import TransferlabError
 
 log = logging.getLogger(__name__)

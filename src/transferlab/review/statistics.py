@@ -16,17 +16,13 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-Z_95 = 1.959963984540054
 
-
-def wilson(correct: int, total: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of `correct` out of `total`."""
+def wilson(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of `correct` out of `total` (scipy's, without continuity correction)."""
     if total <= 0:
         raise ValueError("wilson: no test images")
-    share = correct / total
-    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
-    spread = z / (1 + z * z / total) * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
-    return max(0.0, centre - spread), min(1.0, centre + spread)
+    interval = stats.binomtest(int(correct), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
+    return max(0.0, float(interval.low)), min(1.0, float(interval.high))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader
 
 from transferlab.caches.features import split_features
-from transferlab.data.base import subset
+from transferlab.data.splits import subset
 from transferlab.errors import PretrainedWeightsUnavailable, TransferlabError
 from transferlab.run import build
 from transferlab.run.pipeline import pre_fit_device
