@@ -13,7 +13,6 @@ with the same overrides keeps them (src/transferlab/caches/inventory.py).
 import hydra
 from omegaconf import DictConfig
 
-from transferlab.caches.inventory import inventory
 from transferlab.errors import one_line_errors, run_app
 from transferlab.run import resolvers
 
@@ -21,6 +20,8 @@ from transferlab.run import resolvers
 @hydra.main(version_base="1.3", config_path="../conf", config_name="cache")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    from transferlab.caches.inventory import inventory  # torch: only once the command line is good
+
     print("\n".join(inventory(cfg, cfg["clear"])))  # not cfg.clear: that is the mapping's method
 
 

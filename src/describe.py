@@ -17,12 +17,15 @@ from omegaconf import DictConfig
 from transferlab import console
 from transferlab.errors import one_line_errors, run_app
 from transferlab.run import resolvers
-from transferlab.run.describe import describe, list_models
+from transferlab.run.checks import check_values
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="describe")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    check_values(cfg)  # options.RULES, before torch loads
+    from transferlab.run.describe import describe, list_models  # torch: only once the command line is good
+
     print(list_models() if cfg.list else describe(cfg))
 
 

@@ -14,13 +14,14 @@ from omegaconf import DictConfig
 
 from transferlab import console
 from transferlab.errors import one_line_errors, require_keys, run_app
-from transferlab.review.export import export
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     require_keys(cfg, "src/export.py")
+    from transferlab.review.export import export  # torch: only once the command line is good
+
     images = cfg.images and str(cfg.images)
     written, difference, count = export(str(cfg.ckpt), str(cfg["format"]), cfg.out and str(cfg.out), images)
     print(f"wrote {written}; largest difference from the checkpoint on {count} images: {difference:.2e}")

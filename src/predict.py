@@ -14,13 +14,14 @@ from omegaconf import DictConfig
 
 from transferlab import console
 from transferlab.errors import one_line_errors, require_keys, run_app
-from transferlab.review.inference import predict_checkpoint, row_line
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     require_keys(cfg, "src/predict.py")
+    from transferlab.review.inference import predict_checkpoint, row_line  # torch: only once the command line is good
+
     rows = predict_checkpoint(str(cfg.ckpt), str(cfg.inputs), cfg.top_k, cfg.csv and str(cfg.csv))
     for row in rows:
         print(row_line(row))

@@ -13,13 +13,14 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.errors import one_line_errors, require_keys, run_app
-from transferlab.review.report import report
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     require_keys(cfg, "src/report.py")
+    from transferlab.review.report import report  # matplotlib: only once the command line is good
+
     written = report(cfg.runs)
     print(written.read_text())
     print(f"wrote {written} and {written.with_name('report.png')}")

@@ -17,12 +17,13 @@ from omegaconf import DictConfig
 from transferlab import console
 from transferlab.errors import one_line_errors, run_app
 from transferlab.run import resolvers
-from transferlab.screen.screening import screen
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="screen")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    from transferlab.screen.screening import screen  # torch: only once the command line is good
+
     screen(cfg, Path(cfg.paths.output_dir), list(HydraConfig.get().overrides.task))
 
 

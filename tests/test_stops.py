@@ -201,7 +201,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_half_file(colour_
     original = Path.write_text
 
     def full(self, *args, **kwargs):
-        if self.name.endswith(".part"):
+        if self.name.endswith(".partial"):
             original(self, '{"status": "compl', **{k: v for k, v in kwargs.items() if k != "encoding"})
             raise OSError(errno.ENOSPC, "No space left on device", str(self))
         return original(self, *args, **kwargs)
@@ -209,7 +209,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_half_file(colour_
     monkeypatch.setattr(Path, "write_text", full)
     with pytest.raises(OSError):
         pipeline.write_json(tmp_path / "metrics.json", {"status": "completed"})
-    assert (tmp_path / "metrics.json").read_text() == before and not list(tmp_path.glob("*.part")), (
+    assert (tmp_path / "metrics.json").read_text() == before and not list(tmp_path.glob("*.partial")), (
         "the old file kept, the half-written one removed"
     )
 
@@ -245,3 +245,26 @@ def test_the_divergence_check_reads_its_device_flag_once_per_log_interval_and_na
     with pytest.raises(Diverged, match="the training loss is nan") as stopped:
         epoch_end.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, None, 2)
     assert stopped.value.step == 2
+
+
+def test_the_training_loss_mean_is_torchmetrics_weighted_mean_without_a_host_read_a_step(monkeypatch):
+    """StepMean gives MeanMetric's weighted mean bit for bit (nan_strategy="disable" would drop the weights)
+    and never reads a value on the host while it updates."""
+    from torchmetrics import MeanMetric
+
+    from transferlab.classifier.module import StepMean
+
+    reads = []
+    for name in ("item", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, original=original: reads.append(1) or original(self))
+    ours, reference = StepMean(), MeanMetric()
+    steps = [(torch.tensor(1.2345678), 16), (torch.tensor(3.3), 5), (torch.tensor(float("nan")), 16)]
+    for value, weight in steps[:2]:
+        ours.update(value, weight=weight)
+    assert reads == []
+    for value, weight in steps[:2]:
+        reference.update(value, weight=weight)
+    assert torch.equal(ours.compute(), reference.compute())
+    ours.update(*steps[2])  # a NaN loss: no error here, the mean says NaN (the divergence check stops the run)
+    assert torch.isnan(ours.compute())

@@ -60,6 +60,20 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
 
 
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """The one way a file is written here: `with atomic(path) as partial:` write `partial`; on success it is
+    renamed to `path` in one step, on any failure (a full disk, Ctrl-C) it is removed and `path` is left as it
+    was. A reader never opens half a file. (Downloads keep a fixed `.part` name instead, to resume it.)"""
+    partial = partial_path(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def library_versions(*modules: str) -> dict[str, str]:
     """The versions of the libraries whose code computes a cached result: an upgrade may change it."""
     return {name: str(importlib.import_module(name).__version__) for name in modules}

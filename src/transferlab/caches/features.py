@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from transferlab import internals
 from transferlab.caches.decoded import DECODING_LIBRARIES
 from transferlab.console import Progress
-from transferlab.files import library_versions, locked, partial_path
+from transferlab.files import atomic, library_versions, locked
 from transferlab.images import sources_digest
 from transferlab.options import SCHEMA_VERSION
 
@@ -196,14 +196,10 @@ def _read(path: Path, views: int, count: int) -> torch.Tensor | None:
 def _publish(features: torch.Tensor, path: Path) -> None:
     """Save under a name of this process's own, then rename into place: a reader only ever opens a complete
     file. A folder that cannot take the file costs the next run the forward pass, not this run."""
-    partial = partial_path(path)
     try:
-        torch.save(features, partial)
-        partial.replace(path)
-    except BaseException as error:  # interrupted, disk full: leave nothing behind
-        partial.unlink(missing_ok=True)
-        if not isinstance(error, (OSError, RuntimeError)):  # torch.save reports a full disk as RuntimeError
-            raise
+        with atomic(path) as partial:
+            torch.save(features, partial)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
         log.warning("feature cache: could not write %s (%s); the next run computes these features again", path, error)
 
 

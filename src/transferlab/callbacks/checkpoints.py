@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from transferlab.errors import TransferlabError
+from transferlab.files import atomic
 from transferlab.models.weights import first_line
 
 
@@ -56,13 +56,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         path = Path(path)
-        partial = path.with_name(path.name + ".partial")
         try:
-            super().save_checkpoint(checkpoint, partial, storage_options)
+            with atomic(path) as partial:  # no half file left behind, the previous checkpoint kept
+                super().save_checkpoint(checkpoint, partial, storage_options)
         except (OSError, RuntimeError) as error:  # torch.save says "file write failed" for a full disk
-            partial.unlink(missing_ok=True)  # no half file left behind, the previous checkpoint kept
             raise TransferlabError(
                 f"could not write the checkpoint {path} ({first_line(error)}): is the disk full or read-only? "
                 "Free space there, or write runs elsewhere (paths.log_dir=… or TRANSFERLAB_OUTPUTS)"
             ) from None
-        os.replace(partial, path)

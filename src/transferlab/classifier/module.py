@@ -90,6 +90,18 @@ def describe_head(head: nn.Sequential) -> str:
     return " → ".join(type(layer).__name__ for layer in head)
 
 
+class StepMean(MeanMetric):
+    """torchmetrics' weighted MeanMetric without its NaN check on every update, a device sync each training
+    step (a NaN training loss is the divergence check's to report: callbacks/stops.py). Not
+    nan_strategy="disable": in torchmetrics 1.9 that drops the weights, and the mean with them."""
+
+    def update(self, value: torch.Tensor, weight: float | torch.Tensor = 1.0) -> None:
+        value = torch.as_tensor(value, dtype=self.dtype, device=self.device)
+        weight = torch.broadcast_to(torch.as_tensor(weight, dtype=self.dtype, device=self.device), value.shape)
+        self.mean_value += (value * weight).sum()
+        self.weight += weight.sum()
+
+
 class ImageClassifier(L.LightningModule):
     def __init__(
         self,
@@ -130,9 +142,7 @@ class ImageClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", **checked)
-        # nan_strategy="disable": its NaN check is a device sync every step, and a NaN training loss is the
-        # divergence check's to report (callbacks/stops.py: status diverged, with the step), not a crash here.
-        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
+        self.train_loss, self.val_loss, self.test_loss = StepMean(), MeanMetric(), MeanMetric()
         # For imbalanced data: the mean of the per-class recalls, and macro F1 (selectable as `monitor`).
         self.val_balanced_acc = MulticlassAccuracy(num_classes, average="macro", **checked)
         self.test_balanced_acc = MulticlassAccuracy(num_classes, average="macro", **checked)

@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from transferlab.console import Progress
-from transferlab.files import locked, partial_path
+from transferlab.files import atomic, locked
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,9 @@ def _read_cache(path: Path) -> dict[str, list]:
 def _write(path: Path, text: str) -> bool:
     """Write under a name of this process's own, then rename into place; a cache directory that cannot
     be written only loses the cache, not the run."""
-    partial = partial_path(path)
     try:
-        partial.write_text(text)
-        partial.replace(path)
+        with atomic(path) as partial:
+            partial.write_text(text)
         return True
     except OSError:
-        partial.unlink(missing_ok=True)
         return False

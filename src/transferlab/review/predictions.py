@@ -7,7 +7,7 @@ import csv
 import io
 from pathlib import Path
 
-from transferlab.files import partial_path
+from transferlab.files import atomic
 
 FILE = "test_predictions.csv"
 COLUMNS = ("index", "file", "label", "prediction", "confidence")
@@ -22,9 +22,8 @@ def write(path: Path, rows: list[tuple[int, int, int, float]], class_names: list
         source = images[index]
         name = str(source) if isinstance(source, (str, Path)) else ""  # arrays (digits, CIFAR) have no file
         table.writerow((index, name, class_names[label], class_names[guess], f"{sure:.4f}"))
-    partial = partial_path(path)
-    partial.write_text(text.getvalue())
-    partial.replace(path)
+    with atomic(path) as partial:
+        partial.write_text(text.getvalue())
 
 
 def read(path: Path) -> dict[int, tuple[str, bool]]:

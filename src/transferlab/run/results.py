@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.files import atomic
+
 
 def run_facts(cfg: DictConfig, choices: dict, status: str, **facts) -> dict:
     """A metrics.json for a run that did not complete: its status, what it was, and `facts`."""
@@ -53,17 +55,11 @@ def write_json(path: Path, content: dict) -> None:
     not JSON, and a file a reader cannot parse is worse than a missing value). A write that fails (a
     full disk) leaves the previous file as it was and no partial one."""
     finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in content.items()}
-    partial = path.with_name(path.name + ".part")
-    try:
+    with atomic(path) as partial:
         partial.write_text(json.dumps(finite, indent=2, allow_nan=False) + "\n")
-        partial.replace(path)
-    except OSError:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def save_config(cfg: DictConfig, saved: Path) -> None:
     """The run's config in place of Hydra's copy (atomic: a resume never reads half a file)."""
-    partial = saved.with_name(saved.name + ".part")
-    OmegaConf.save(cfg, partial)
-    partial.replace(saved)
+    with atomic(saved) as partial:
+        OmegaConf.save(cfg, partial)

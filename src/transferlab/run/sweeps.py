@@ -26,6 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.files import atomic
 from transferlab.options import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,8 @@ class SweepSummary(Callback):
             ["python", "src/train.py", "-m", *config.hydra.overrides.task, f"hydra.sweep.dir={sweep_dir}"]
         )
         summary = {"sweep_dir": str(sweep_dir), "counts": counts, "jobs": outcome, "continue": command}
-        partial = sweep_dir / "sweep_summary.json.part"
-        partial.write_text(json.dumps(summary, indent=2) + "\n")
-        partial.replace(sweep_dir / "sweep_summary.json")
+        with atomic(sweep_dir / "sweep_summary.json") as partial:
+            partial.write_text(json.dumps(summary, indent=2) + "\n")
         log.info("sweep %s: %s", sweep_dir, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
         unfinished = [e for e in outcome if e["status"] not in ("completed", "skipped")]
         for entry in unfinished:
