@@ -81,7 +81,10 @@ def main() -> None:
         "trainer.enable_progress_bar=false",
         "logger=none",
     ]
-    print(f"host_syncs: {' '.join(overrides)}; counts host reads in each training step; about 30 s", flush=True)
+    about = 10 * args.epochs
+    print(
+        f"host_syncs: {' '.join(overrides)}; counts host reads in each training step; time: about {about} s", flush=True
+    )
     counter = CountReads()
     with tempfile.TemporaryDirectory() as folder:
         cfg = build.run_config(overrides, Path(folder))

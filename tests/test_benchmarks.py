@@ -18,6 +18,8 @@ TOY_RUNS = {
     "decode_cache": ["--images", "24", "--epochs", "1", "--workers", "1"],  # a worker process, as by default
     "feature_cache": ["--images", "20", "--size", "32", "--epochs", "2"],
     "channels_last": ["--size", "32", "--batch", "4", "--repeats", "1"],
+    "host_syncs": ["--epochs", "1", "--log-every", "10"],
+    "entry_points": ["--skip-run", "--repeats", "1"],
     "screen_evidence": [
         "--data",
         "digits",
@@ -45,6 +47,8 @@ PLANS = {  # the first line printed: what will run, with the sizes given
     "decode_cache": ("decode_cache: 24 JPEG photos", "1 worker(s): 1 timed epoch(s)"),
     "feature_cache": ("feature_cache: efficientnet_lite0 head_only on the CPU", "20 JPEGs at 32 px, 2 epochs"),
     "channels_last": ("channels_last: efficientnet_lite0 frozen forward pass, 32 px, batch 4", "1 timed passes"),
+    "host_syncs": ("host_syncs: model=small_cnn strategy=scratch", "trainer.log_every_n_steps=10"),
+    "entry_points": ("entry_points: help, cfg_job, typo, bad_value of src/train.py", "best of 1"),
     "screen_evidence": ("screen_evidence: digits × efficientnet_lite0, efficientnet_lite1", "4 training runs"),
     "gpu_recipes": ("gpu_recipes: small_cnn, 32 px, batch 4 on cpu", "(1 warm-up + 2 timed steps)"),
 }
@@ -52,6 +56,8 @@ FIGURES = {  # keys each JSON line must carry
     "decode_cache": ("imagefolder_pil_epoch_s", "decode_cache_epoch_s", "decode_pass_s", "speedup"),
     "feature_cache": ("uncached_s", "cached_s", "floor_s", "speedup", "floor_ratio"),
     "channels_last": ("speedup",),
+    "host_syncs": ("steps", "optimizer_step_counter_reads"),
+    "entry_points": ("this",),
     "screen_evidence": ("data",),
     "gpu_recipes": ("img_per_s", "speedup_vs_first", "plain_img_per_s", "lightning_img_per_s", "lightning_overhead"),
 }
@@ -68,6 +74,11 @@ def test_a_benchmark_ends_with_its_figures_as_json(name, offline_env):
     assert figures["benchmark"] == name
     for key in FIGURES[name]:
         assert figures[key], key
+    if name == "host_syncs":  # the divergence check reads its flag every 10 steps and at the epoch's end
+        assert figures["reads"] == sum(figures["by_caller"].values()) <= figures["steps"] // 10 + 1
+        assert set(figures["by_caller"]) <= {"stops.py:check_steps (item)"}, figures["by_caller"]
+    if name == "entry_points":
+        assert set(figures["this"]) == {"help", "cfg_job", "typo", "bad_value"}
     if name == "gpu_recipes":
         assert (
             set(figures["img_per_s"]) == {"32-true", "32-true+channels_last"}

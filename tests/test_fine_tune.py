@@ -12,6 +12,7 @@ from omegaconf import open_dict
 
 from transferlab.errors import TransferlabError
 from transferlab.run import build
+from transferlab.run.checks import check_config
 from transferlab.run.pipeline import train
 from transferlab.strategies.fastai import one_cycle
 
@@ -176,7 +177,7 @@ def test_epochs_count_as_fastais_fine_tune(tmp_path):
     assert compose_config(["recipe=fastai_fine_tune"], tmp_path).trainer.max_epochs == 5  # fine_tune(4)
     assert compose_config(["strategy=fastai_fine_tune", "strategy.freeze_epochs=2"], tmp_path).trainer.max_epochs == 11
     with pytest.raises(TransferlabError) as error:
-        build.experiment(compose_config(["recipe=fastai_fine_tune", "trainer.max_epochs=3"], tmp_path))
+        check_config(compose_config(["recipe=fastai_fine_tune", "trainer.max_epochs=3"], tmp_path))
     assert str(error.value) == (
         "trainer.max_epochs=3: strategy=fastai_fine_tune counts epochs as fastai's fine_tune(N) does, 1 frozen + N: "
         "set strategy.epochs=N instead (now 4, so 5 epochs in all), and trainer.max_epochs follows"
@@ -223,7 +224,7 @@ def test_the_keras_guides_head_starts_as_a_keras_dense_and_its_rotations_mirror_
     )
     assert compose_config([], tmp_path).head.init == "torch"
     with pytest.raises(TransferlabError, match="data.augment.rotation_fill"):
-        build.experiment(compose_config(["data.augment.rotation_fill=mirror"], tmp_path))
+        check_config(compose_config(["data.augment.rotation_fill=mirror"], tmp_path))
 
 
 def test_a_scheduler_beside_its_own_schedule_is_one_clear_error(tmp_path):

@@ -82,6 +82,16 @@ def decided_config(cfg: DictConfig, decision, command_line: list[str]) -> DictCo
     return decided
 
 
+def with_decision(saved: DictConfig, decided: DictConfig) -> DictConfig:
+    """`saved` (the run's .hydra/config.yaml, as Hydra wrote it) with what the decision changed: the strategy
+    node, its recipe and the report. Nothing else of the running config (composed once) is copied over."""
+    updated = saved.copy()
+    with open_dict(updated):
+        for key in ("strategy", "auto", *RECIPE_KEYS):
+            OmegaConf.update(updated, key, OmegaConf.select(decided, key), merge=False)
+    return updated
+
+
 def recipe_changes(before: DictConfig, after: DictConfig) -> dict:
     """The recipe values the chosen strategy changed, by dotted key."""
     changed = {}

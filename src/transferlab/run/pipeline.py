@@ -33,7 +33,7 @@ from transferlab.errors import TransferlabError
 from transferlab.models.weights import read_checkpoint
 from transferlab.run import build
 from transferlab.run.checks import check_config
-from transferlab.run.decide import decide
+from transferlab.run.decide import decide, with_decision
 from transferlab.run.job import Job, job_devices, pre_fit_device, resumed_config
 from transferlab.run.lr_finder import find_learning_rate
 from transferlab.run.results import hyperparameters, run_facts, save_config, write_json
@@ -127,7 +127,7 @@ def prepare(cfg: DictConfig, job: Job, checkpoint_to_resume: Path | None) -> Pre
         cfg = decided.cfg
         saved = job.output_dir / ".hydra" / "config.yaml"
         if saved.is_file() and ranks.is_global_zero():  # what runs: resume=<run dir> continues with the choice
-            save_config(cfg, saved)
+            save_config(with_decision(OmegaConf.load(saved), cfg), saved)
     run = build.experiment(cfg, decided.built if decided is not None else None)
     if ranks.is_global_zero():
         run.datamodule.log_splits()
