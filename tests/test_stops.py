@@ -252,7 +252,7 @@ def test_the_training_loss_mean_is_torchmetrics_weighted_mean_without_a_host_rea
     and never reads a value on the host while it updates."""
     from torchmetrics import MeanMetric
 
-    from transferlab.classifier.module import StepMean
+    from transferlab.classifier.metrics import StepMean
 
     reads = []
     for name in ("item", "__bool__"):

@@ -28,6 +28,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from transferlab import internals
 from transferlab.caches.features import FeatureBatch
+from transferlab.classifier.metrics import StepMean
 from transferlab.classifier.schedules import build_scheduler
 from transferlab.models.backbones import Backbone, create_backbone
 from transferlab.models.weights import PACKAGED_LITE, check_packaged_arch, packaged_lite_arch
@@ -88,18 +89,6 @@ def fastai_head(num_features: int, num_classes: int, dropout: float, hidden: int
 def describe_head(head: nn.Sequential) -> str:
     """One line for the head's layers, e.g. "Dropout → Linear"."""
     return " → ".join(type(layer).__name__ for layer in head)
-
-
-class StepMean(MeanMetric):
-    """torchmetrics' weighted MeanMetric without its NaN check on every update, a device sync each training
-    step (a NaN training loss is the divergence check's to report: callbacks/stops.py). Not
-    nan_strategy="disable": in torchmetrics 1.9 that drops the weights, and the mean with them."""
-
-    def update(self, value: torch.Tensor, weight: float | torch.Tensor = 1.0) -> None:
-        value = torch.as_tensor(value, dtype=self.dtype, device=self.device)
-        weight = torch.broadcast_to(torch.as_tensor(weight, dtype=self.dtype, device=self.device), value.shape)
-        self.mean_value += (value * weight).sum()
-        self.weight += weight.sum()
 
 
 class ImageClassifier(L.LightningModule):
